@@ -1,0 +1,213 @@
+//! Command line: `mcp-bridge [serve]`, `mcp-bridge status [--json]`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use proto::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-bridge",
+    version,
+    about = "OAuth-aware local bridge for MCP servers: one Streamable HTTP endpoint for many upstreams"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Show every upstream's state, from the running daemon.
+    Status {
+        /// Print the raw JSON status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the built-in demo MCP server on stdio (the bridge spawns this itself).
+    #[command(hide = true)]
+    DemoUpstream,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::DemoUpstream => crate::demo::serve_stdio().context("demo upstream"),
+        Command::Serve => runtime().and_then(|rt| rt.block_on(serve())),
+        Command::Status { json } => runtime().and_then(|rt| rt.block_on(status(json))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-bridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn env_snapshot() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+pub fn load_config() -> anyhow::Result<Config> {
+    let config = proto::config::load(
+        &env_snapshot(),
+        |path: &Path| match std::fs::read_to_string(path) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        },
+    )?;
+    Ok(config)
+}
+
+async fn serve() -> anyhow::Result<()> {
+    init_logging();
+    let config = load_config()?;
+    let token = crate::inbound_token(
+        &config.config_dir,
+        std::env::var(crate::INBOUND_TOKEN_ENV).ok(),
+    )?;
+    let addrs: Vec<_> = tokio::net::lookup_host((config.host.as_str(), config.port))
+        .await
+        .with_context(|| format!("cannot resolve MCP_BRIDGE_HOST {:?}", config.host))?
+        .collect();
+    if addrs.iter().any(|a| !a.ip().is_loopback()) && token.is_none() {
+        anyhow::bail!(
+            "refusing to listen on {} (not a loopback address) without an inbound bearer token; \
+             put one in {} or set {}",
+            config.host,
+            config.config_dir.join(crate::INBOUND_TOKEN_FILE).display(),
+            crate::INBOUND_TOKEN_ENV
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(&addrs[..])
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        "mcp-bridge {} listening on http://{local}{}",
+        env!("CARGO_PKG_VERSION"),
+        config.mcp_path
+    );
+    match &config.config_file {
+        Some(f) => {
+            tracing::info!(file = %f.display(), upstreams = config.upstreams.len(), "configuration loaded")
+        }
+        None => tracing::info!(dir = %config.config_dir.display(), "no config.toml"),
+    }
+    let demo = if config.upstreams.is_empty() {
+        let exe = std::env::current_exe()
+            .context("cannot find this executable to spawn the demo upstream")?;
+        tracing::info!(
+            "no upstreams configured: serving the built-in demo upstream 'demo' (tools demo__echo, demo__add). \
+             Add real upstreams in {} or set MCP_BRIDGE_SENTINEL_COMMAND; see README.md",
+            config
+                .config_dir
+                .join(proto::config::CONFIG_FILE_NAME)
+                .display()
+        );
+        Some((
+            exe.to_string_lossy().into_owned(),
+            vec!["demo-upstream".to_owned()],
+        ))
+    } else {
+        None
+    };
+    let options = crate::Options {
+        demo_command: demo,
+        inbound_token: token,
+    };
+    crate::serve(config, options, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn status(json: bool) -> anyhow::Result<()> {
+    let config = load_config()?;
+    let host = if config.host.contains(':') {
+        format!("[{}]", config.host)
+    } else {
+        config.host.clone()
+    };
+    let url = format!("http://{host}:{}/status", config.port);
+    let mut req = reqwest::Client::new().get(&url);
+    if let Some(t) = crate::inbound_token(
+        &config.config_dir,
+        std::env::var(crate::INBOUND_TOKEN_ENV).ok(),
+    )? {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| {
+        format!(
+            "the bridge is not answering at {url}; start it with `mcp-bridge serve` or its service"
+        )
+    })?;
+    let body: serde_json::Value = resp.error_for_status()?.json().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    println!(
+        "mcp-bridge {} at {}: {} tools, {} sessions",
+        body["version"].as_str().unwrap_or("?"),
+        body["endpoint"].as_str().unwrap_or("?"),
+        body["tools"],
+        body["sessions"]
+    );
+    println!(
+        "{:<20} {:<6} {:<13} {:>5}  LAST ERROR",
+        "UPSTREAM", "KIND", "STATE", "TOOLS"
+    );
+    for u in body["upstreams"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:<6} {:<13} {:>5}  {}",
+            u["name"].as_str().unwrap_or("?"),
+            u["transport"].as_str().unwrap_or("?"),
+            u["state"].as_str().unwrap_or("?"),
+            u["tools"],
+            u["last_error"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! mcp-bridge: one stable Streamable HTTP MCP endpoint in front of many upstream MCP servers.
+//!
+//! The binary is a thin wrapper around [`cli::main`]; tests can run [`serve`] in-process on a
+//! listener of their own or spawn the binary.
+
+pub mod cli;
+pub mod demo;
+pub mod guard;
+pub mod jsonrpc;
+pub mod naming;
+pub mod registry;
+pub mod server;
+pub mod session;
+mod sys;
+pub mod upstream;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use proto::config::Config;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Environment variable holding the inbound bearer token (alternative to the token file).
+pub const INBOUND_TOKEN_ENV: &str = "MCP_BRIDGE_INBOUND_TOKEN";
+/// File in the config dir holding the inbound bearer token.
+pub const INBOUND_TOKEN_FILE: &str = "inbound-token";
+
+/// Reads the inbound bearer token: the environment first, then `<config_dir>/inbound-token`.
+pub fn inbound_token(
+    config_dir: &Path,
+    env_value: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    if let Some(t) = env_value.filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(t.trim().to_owned()));
+    }
+    let path = config_dir.join(INBOUND_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
+        Ok(_) => anyhow::bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// What `serve` needs besides the config.
+pub struct Options {
+    /// Command line of the built-in demo upstream, used when no upstream is configured.
+    pub demo_command: Option<(String, Vec<String>)>,
+    pub inbound_token: Option<String>,
+}
+
+/// Serves the bridge on `listener` until `shutdown` resolves, then stops every upstream.
+pub async fn serve(
+    config: Config,
+    options: Options,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    let guard = guard::Guard::new(
+        &config.server.allowed_hosts,
+        &config.server.allowed_origins,
+        config.server.allow_loopback_origins,
+        options.inbound_token,
+    )?;
+    let demo = if config.upstreams.is_empty() {
+        options.demo_command
+    } else {
+        None
+    };
+    let registry = registry::Registry::start(&config, demo);
+    let stop = CancellationToken::new();
+    let endpoint = format!("http://{local}{}", config.mcp_path);
+    let bridge = Arc::new(server::Bridge {
+        registry: registry.clone(),
+        sessions: session::Sessions::default(),
+        request_timeout: Duration::from_secs(config.server.request_timeout_secs.max(1)),
+        endpoint,
+        started: SystemTime::now(),
+        shutdown: stop.clone(),
+    });
+    tokio::spawn(server::forward_list_changes(bridge.clone()));
+    let idle = Duration::from_secs(config.server.session_idle_secs.max(1));
+    let sweeper = bridge.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(
+            (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        );
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let n = sweeper.sessions.expire(idle);
+                    if n > 0 {
+                        tracing::info!(expired = n, "forgot idle client sessions");
+                    }
+                }
+                () = sweeper.shutdown.cancelled() => return,
+            }
+        }
+    });
+    let app = server::router(
+        bridge.clone(),
+        &config.mcp_path,
+        guard,
+        config.server.max_body_bytes,
+    );
+    let stop_for_serve = stop.clone();
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stop_for_serve.cancel();
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(graceful)
+        .await?;
+    stop.cancel();
+    registry.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,453 @@
+//! The Streamable HTTP endpoint (MCP 2025-11-25, negotiating down to 2024-11-05): POST for
+//! client messages, GET for the server-initiated SSE stream, DELETE to end a session; plus
+//! `/healthz` and `/status`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::jsonrpc::{self, Kind, RpcError};
+use crate::registry::{Catalog, Registry};
+use crate::session::{self, Session, Sessions};
+use crate::upstream::{LATEST_VERSION, SUPPORTED_VERSIONS};
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+
+pub struct Bridge {
+    pub registry: Arc<Registry>,
+    pub sessions: Sessions,
+    pub request_timeout: Duration,
+    pub endpoint: String,
+    pub started: SystemTime,
+    /// Ends open SSE streams so a graceful shutdown does not wait on them forever.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(
+    bridge: Arc<Bridge>,
+    mcp_path: &str,
+    guard: crate::guard::Guard,
+    max_body: usize,
+) -> Router {
+    let guard = Arc::new(guard);
+    Router::new()
+        .route(
+            mcp_path,
+            get(mcp_get)
+                .post(mcp_post)
+                .delete(mcp_delete)
+                .options(|| async { StatusCode::NO_CONTENT }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
+        .route("/status", get(status))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::guard::guard,
+        ))
+        .with_state(bridge)
+}
+
+/// Broadcasts `notifications/tools/list_changed` to every session whenever the served list
+/// really changes (the catalog only signals content changes).
+pub async fn forward_list_changes(bridge: Arc<Bridge>) {
+    let mut rx = bridge.registry.subscribe_catalog();
+    let note = jsonrpc::notification("notifications/tools/list_changed", None);
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            () = bridge.shutdown.cancelled() => return,
+        }
+        for s in bridge.sessions.all() {
+            s.push(&note);
+        }
+    }
+}
+
+fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response {
+    (
+        status,
+        axum::Json(jsonrpc::error_response(id, code, message)),
+    )
+        .into_response()
+}
+
+/// Whether an `Accept` header admits `mime` (absent = anything).
+fn accepts(headers: &HeaderMap, mime: &str) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let major = mime.split('/').next().unwrap_or("");
+    accept.split(',').any(|part| {
+        let m = part
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        m == mime || m == "*/*" || m.strip_suffix("/*") == Some(major)
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Looks up the session of a non-initialize request: 400 without the header, 404 if unknown.
+#[allow(clippy::result_large_err)]
+fn session_of(bridge: &Bridge, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+    let Some(id) = header_str(headers, SESSION_HEADER) else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        ));
+    };
+    bridge.sessions.get(id).ok_or_else(|| {
+        rpc_error(
+            StatusCode::NOT_FOUND,
+            &Value::Null,
+            jsonrpc::SESSION_NOT_FOUND,
+            "Session not found",
+        )
+    })
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, R> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: R,
+}
+
+enum Reply {
+    Value(Value),
+    Tools(Arc<Catalog>),
+}
+
+/// Writes the response in the form the client accepts: JSON, or a one-event SSE stream for a
+/// client that only takes `text/event-stream`.
+fn reply(
+    headers: &HeaderMap,
+    id: &Value,
+    result: Result<Reply, RpcError>,
+    session_id: Option<&str>,
+) -> Response {
+    let body = match result {
+        Ok(Reply::Value(v)) => serde_json::to_string(&Envelope {
+            jsonrpc: "2.0",
+            id,
+            result: v,
+        }),
+        Ok(Reply::Tools(c)) => serde_json::to_string(&Envelope {
+            jsonrpc: "2.0",
+            id,
+            result: &*c.list_result as &RawValue,
+        }),
+        Err(e) => serde_json::to_string(&jsonrpc::response(id, Err(e))),
+    }
+    .unwrap_or_default();
+    let mut resp = if accepts(headers, "application/json") {
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    } else {
+        let event = format!("event: message\ndata: {body}\n\n");
+        (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            event,
+        )
+            .into_response()
+    };
+    if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {
+        resp.headers_mut().insert(SESSION_HEADER, sid);
+    }
+    resp
+}
+
+async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !accepts(&headers, "application/json") && !accepts(&headers, "text/event-stream") {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "Not Acceptable: Accept must include application/json and text/event-stream",
+        );
+    }
+    let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+    }
+    let msg: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                jsonrpc::PARSE_ERROR,
+                &format!("Parse error: {e}"),
+            );
+        }
+    };
+    if msg.is_array() {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "Invalid Request: JSON-RPC batches are not supported (removed in MCP 2025-06-18)",
+        );
+    }
+    let kind = jsonrpc::classify(&msg);
+    if let Kind::Request {
+        id,
+        method: "initialize",
+    } = kind
+    {
+        return initialize(&bridge, &headers, id, &msg);
+    }
+    if let Kind::Invalid(why) = kind {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &id,
+            jsonrpc::INVALID_REQUEST,
+            &format!("Invalid Request: {why}"),
+        );
+    }
+    let session = match session_of(&bridge, &headers) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    if let Some(v) = header_str(&headers, VERSION_HEADER) {
+        if !SUPPORTED_VERSIONS.contains(&v) {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "Bad Request: unsupported MCP-Protocol-Version {v:?}; supported: {}",
+                    SUPPORTED_VERSIONS.join(", ")
+                ),
+            );
+        }
+    }
+    match kind {
+        Kind::Request { id, method } => {
+            let started = Instant::now();
+            let result = dispatch(&bridge, method, msg.get("params")).await;
+            tracing::debug!(session = %&session.id[..8], method, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "request");
+            reply(&headers, id, result, None)
+        }
+        // Notifications and responses are accepted; the bridge has nothing to route them to yet
+        // beyond its own bookkeeping.
+        _ => StatusCode::ACCEPTED.into_response(),
+    }
+}
+
+fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> Response {
+    let params = msg.get("params");
+    let requested = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let version = if SUPPORTED_VERSIONS.contains(&requested) {
+        requested
+    } else {
+        LATEST_VERSION
+    };
+    let client = params
+        .and_then(|p| p.pointer("/clientInfo/name"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown client")
+        .chars()
+        .take(64)
+        .collect::<String>();
+    let session = match bridge.sessions.create(version.to_owned(), client) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot draw a session id from the OS random source");
+            return rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                id,
+                jsonrpc::INTERNAL_ERROR,
+                "cannot create a session",
+            );
+        }
+    };
+    tracing::info!(session = %&session.id[..8], client = %session.client_name, version, "client session started");
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": { "tools": { "listChanged": true } },
+        "serverInfo": {
+            "name": "mcp-bridge",
+            "title": "mcp-bridge",
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "instructions": "This server bridges several MCP servers. Tool names are <upstream>__<tool>.",
+    });
+    reply(headers, id, Ok(Reply::Value(result)), Some(&session.id))
+}
+
+async fn dispatch(
+    bridge: &Bridge,
+    method: &str,
+    params: Option<&Value>,
+) -> Result<Reply, RpcError> {
+    match method {
+        "ping" => Ok(Reply::Value(json!({}))),
+        "tools/list" => {
+            if params
+                .and_then(|p| p.get("cursor"))
+                .is_some_and(|c| !c.is_null())
+            {
+                return Err(RpcError::new(
+                    jsonrpc::INVALID_PARAMS,
+                    "Invalid cursor: this server returns every tool on one page",
+                ));
+            }
+            Ok(Reply::Tools(bridge.registry.catalog()))
+        }
+        "tools/call" => {
+            let Some(params) = params.filter(|p| p.is_object()) else {
+                return Err(RpcError::new(
+                    jsonrpc::INVALID_PARAMS,
+                    "tools/call needs params",
+                ));
+            };
+            bridge
+                .registry
+                .call_tool(params.clone(), bridge.request_timeout)
+                .await
+                .map(Reply::Value)
+        }
+        _ => Err(RpcError::new(
+            jsonrpc::METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+        )),
+    }
+}
+
+async fn mcp_get(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Response {
+    if !accepts(&headers, "text/event-stream") {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "Not Acceptable: the GET stream is text/event-stream",
+        );
+    }
+    let session = match session_of(&bridge, &headers) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let last = header_str(&headers, "last-event-id").and_then(session::parse_event_id);
+    let Some((priming, rx)) = session.open_stream(last) else {
+        return rpc_error(
+            StatusCode::CONFLICT,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "Conflict: this session already has a GET stream open",
+        );
+    };
+    let shutdown = bridge.shutdown.clone();
+    let first = Event::default().id(session::event_id(priming)).data("");
+    let events = futures_util::stream::unfold(
+        (Some(first), rx, shutdown),
+        |(first, mut rx, shutdown)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, Infallible>(first), (None, rx, shutdown)));
+            }
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                () = shutdown.cancelled() => None,
+            };
+            let (n, text) = item?;
+            let event = Event::default()
+                .event("message")
+                .id(session::event_id(n))
+                .data(&*text);
+            Some((Ok(event), (None, rx, shutdown)))
+        },
+    );
+    let mut resp = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+async fn mcp_delete(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Response {
+    let session = match session_of(&bridge, &headers) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    bridge.sessions.remove(&session.id);
+    tracing::info!(session = %&session.id[..8], "client session ended");
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn status(State(bridge): State<Arc<Bridge>>) -> Response {
+    axum::Json(status_json(&bridge)).into_response()
+}
+
+pub fn status_json(bridge: &Bridge) -> Value {
+    let catalog = bridge.registry.catalog();
+    let upstreams: Vec<Value> = bridge
+        .registry
+        .upstreams()
+        .iter()
+        .enumerate()
+        .map(|(index, u)| {
+            let s = u.status();
+            let tools = catalog.routes.values().filter(|r| r.upstream == index).count();
+            json!({
+                "name": &*u.name,
+                "prefix": u.prefix,
+                "transport": u.transport,
+                "state": s.state,
+                "tools": tools,
+                "last_error": s.last_error,
+                "next_retry_at": serde_json::to_value(&s).ok().and_then(|v| v.get("next_retry_at").cloned()),
+                "connects": s.connects,
+                "server_info": s.server_info,
+                "protocol_version": s.protocol_version,
+            })
+        })
+        .collect();
+    json!({
+        "name": "mcp-bridge",
+        "version": env!("CARGO_PKG_VERSION"),
+        "endpoint": bridge.endpoint,
+        "uptime_secs": bridge.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        "sessions": bridge.sessions.len(),
+        "tools": catalog.len(),
+        "upstreams": upstreams,
+    })
+}

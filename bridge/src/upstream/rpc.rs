@@ -1,0 +1,172 @@
+//! One JSON-RPC conversation with an upstream over any message transport: ids, pending requests,
+//! timeouts with `notifications/cancelled`, and failing every waiter when the transport dies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::CallError;
+use crate::jsonrpc::RpcError;
+
+type Reply = oneshot::Sender<Result<Value, RpcError>>;
+
+pub struct RpcPeer {
+    upstream: Arc<str>,
+    /// Serialised messages, one per line, drained by the transport's writer.
+    out: mpsc::UnboundedSender<Bytes>,
+    inner: Mutex<Inner>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: HashMap<u64, Reply>,
+    /// Set once the transport is gone; every later call fails at once with this reason.
+    closed: Option<String>,
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding this lock leaves the map consistent (single inserts and removes).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes a pending request that was abandoned (timeout or the client went away) and tells
+/// the upstream to stop working on it.
+struct PendingGuard<'a> {
+    peer: &'a RpcPeer,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed && lock(&self.peer.inner).pending.remove(&self.id).is_some() {
+            self.peer.notify(
+                "notifications/cancelled",
+                Some(json!({ "requestId": self.id, "reason": "request abandoned by mcp-bridge" })),
+            );
+        }
+    }
+}
+
+impl RpcPeer {
+    pub fn new(upstream: Arc<str>, out: mpsc::UnboundedSender<Bytes>) -> Self {
+        Self {
+            upstream,
+            out,
+            inner: Mutex::new(Inner::default()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn unavailable(&self, reason: &str) -> CallError {
+        CallError::Unavailable {
+            upstream: self.upstream.to_string(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn send(&self, msg: &Value) -> bool {
+        let mut line = serde_json::to_vec(msg).unwrap_or_default();
+        line.push(b'\n');
+        self.out.send(Bytes::from(line)).is_ok()
+    }
+
+    /// Sends a request and waits for its answer for at most `timeout`.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut inner = lock(&self.inner);
+            if let Some(reason) = &inner.closed {
+                return Err(self.unavailable(reason));
+            }
+            inner.pending.insert(id, tx);
+        }
+        let mut guard = PendingGuard {
+            peer: self,
+            id,
+            armed: true,
+        };
+        let mut msg = json!({ "jsonrpc": "2.0", "id": id, "method": method });
+        if let Some(p) = params {
+            msg["params"] = p;
+        }
+        if !self.send(&msg) {
+            guard.armed = false;
+            lock(&self.inner).pending.remove(&id);
+            return Err(self.unavailable("its connection is closed"));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => {
+                guard.armed = false;
+                answer.map_err(CallError::Rpc)
+            }
+            Ok(Err(_dropped)) => {
+                guard.armed = false;
+                let reason = lock(&self.inner)
+                    .closed
+                    .clone()
+                    .unwrap_or_else(|| "its connection closed".into());
+                Err(self.unavailable(&reason))
+            }
+            // The guard cancels the upstream request.
+            Err(_elapsed) => Err(CallError::Timeout {
+                upstream: self.upstream.to_string(),
+                method: method.to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
+    pub fn notify(&self, method: &str, params: Option<Value>) {
+        self.send(&crate::jsonrpc::notification(method, params));
+    }
+
+    /// Answers a request the upstream sent us.
+    pub fn respond(&self, id: &Value, result: Result<Value, RpcError>) {
+        self.send(&crate::jsonrpc::response(id, result));
+    }
+
+    /// Delivers a response from the upstream to whoever waits for it. Unknown ids (answers to
+    /// requests that timed out) are dropped.
+    pub fn deliver(&self, id: &Value, mut msg: Value) {
+        let Some(id) = id.as_u64() else { return };
+        let Some(reply) = lock(&self.inner).pending.remove(&id) else {
+            return;
+        };
+        let answer = match msg.get_mut("error") {
+            Some(err) => Err(RpcError(err.take())),
+            None => Ok(msg
+                .get_mut("result")
+                .map(Value::take)
+                .unwrap_or(Value::Null)),
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Marks the transport dead; every waiter fails now with `reason`.
+    pub fn close(&self, reason: &str) {
+        let pending = {
+            let mut inner = lock(&self.inner);
+            inner.closed.get_or_insert_with(|| reason.to_owned());
+            std::mem::take(&mut inner.pending)
+        };
+        // Dropping the senders wakes the waiters, which then read `closed`.
+        drop(pending);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        lock(&self.inner).pending.len()
+    }
+}

@@ -1,0 +1,415 @@
+//! stdio upstreams: a child process speaking newline-delimited JSON-RPC, supervised with
+//! restart and backoff. Children live in their own process group, are SIGKILLed by the kernel if
+//! the bridge dies (Linux), and are stopped gracefully (stdin closed, SIGTERM, SIGKILL) when the
+//! bridge shuts down.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::rpc::RpcPeer;
+use super::{CallError, LATEST_VERSION, STABLE_AFTER, SUPPORTED_VERSIONS, State, Upstream};
+use crate::jsonrpc::{self, Kind, RpcError};
+
+#[derive(Debug, Clone)]
+pub struct StdioSpec {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    /// Bound on `initialize` and the first `tools/list`.
+    pub startup_timeout: Duration,
+}
+
+/// Longest stdout line accepted from a child; longer lines are dropped with a warning.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Longest stderr line logged; the rest of the line is cut.
+const MAX_STDERR_LINE: usize = 8 * 1024;
+/// How long a child gets after its stdin closes, and again after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Reads one `\n`-terminated line into `buf` (without the newline), keeping at most `max`
+/// bytes. Returns `Ok(None)` at EOF, `Ok(Some(true))` if the line was cut.
+pub async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut cut = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(if buf.is_empty() && !cut {
+                None
+            } else {
+                Some(cut)
+            });
+        }
+        let (line_part, found) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        let room = max.saturating_sub(buf.len());
+        if line_part.len() > room {
+            cut = true;
+        }
+        buf.extend_from_slice(&line_part[..line_part.len().min(room)]);
+        let used = found.unwrap_or(chunk.len());
+        r.consume(used);
+        if found.is_some() {
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(Some(cut));
+        }
+    }
+}
+
+enum Outcome {
+    Shutdown,
+    Failed(String),
+}
+
+/// Runs the upstream until `shutdown`: start, handshake, serve, and restart with backoff.
+pub async fn supervise(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToken) {
+    let mut schedule = super::backoff();
+    loop {
+        up.update_status(|s| {
+            s.state = State::Connecting;
+            s.next_retry_at = None;
+        });
+        let started = tokio::time::Instant::now();
+        let reason = match run_once(&up, &spec, &shutdown).await {
+            Outcome::Shutdown => {
+                up.update_status(|s| s.state = State::Stopped);
+                return;
+            }
+            Outcome::Failed(reason) => reason,
+        };
+        if started.elapsed() >= STABLE_AFTER {
+            schedule = super::backoff();
+        }
+        let delay = schedule.next().unwrap_or(Duration::from_secs(60));
+        tracing::warn!(upstream = %up.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "upstream down; reconnecting");
+        up.update_status(|s| {
+            s.state = State::Backoff;
+            s.last_error = Some(reason);
+            s.next_retry_at = Some(SystemTime::now() + delay);
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = up.wake.notified() => {}
+            () = shutdown.cancelled() => {
+                up.update_status(|s| { s.state = State::Stopped; s.next_retry_at = None; });
+                return;
+            }
+        }
+    }
+}
+
+fn spawn_child(spec: &StdioSpec) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&spec.command);
+    cmd.args(&spec.args)
+        .envs(&spec.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    crate::sys::configure_child(&mut cmd);
+    cmd.spawn()
+}
+
+async fn run_once(up: &Arc<Upstream>, spec: &StdioSpec, shutdown: &CancellationToken) -> Outcome {
+    let mut child = match spawn_child(spec) {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::Failed(format!("cannot start `{}`: {e}", spec.command));
+        }
+    };
+    let pid = child.id();
+    tracing::info!(upstream = %up.name, pid, command = %spec.command, "started stdio upstream");
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Outcome::Failed("child has no stdio pipes".into());
+    };
+
+    let name = up.name.clone();
+    tokio::spawn(log_stderr(name.clone(), stderr));
+
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let close_stdin = CancellationToken::new();
+    tokio::spawn(write_stdin(stdin, out_rx, close_stdin.clone()));
+    let peer = Arc::new(RpcPeer::new(name.clone(), out_tx));
+    let mut reader = tokio::spawn(read_stdout(up.clone(), peer.clone(), stdout));
+
+    up.update_status(|s| s.state = State::Initializing);
+    let handshake = handshake(up, &peer, spec.startup_timeout);
+    tokio::pin!(handshake);
+    let mut initializing = true;
+    let reason = loop {
+        tokio::select! {
+            result = &mut handshake, if initializing => {
+                initializing = false;
+                match result {
+                    Ok(()) => {
+                        up.set_conn(Some(peer.clone()));
+                        up.update_status(|s| {
+                            s.state = State::Ready;
+                            s.connects += 1;
+                            s.next_retry_at = None;
+                        });
+                        tracing::info!(upstream = %name, tools = up.tools().len(), "upstream ready");
+                    }
+                    Err(e) => break format!("handshake failed: {e}"),
+                }
+            }
+            status = child.wait() => {
+                break match status {
+                    Ok(s) => format!("process exited ({s})"),
+                    Err(e) => format!("waiting for the process failed: {e}"),
+                };
+            }
+            _ = &mut reader => break "process closed its stdout".into(),
+            () = shutdown.cancelled() => {
+                up.set_conn(None);
+                peer.close("the bridge is shutting down");
+                stop_child(&mut child, pid, &close_stdin).await;
+                return Outcome::Shutdown;
+            }
+        }
+    };
+    up.set_conn(None);
+    peer.close(&format!("{reason}; reconnecting"));
+    reader.abort();
+    stop_child(&mut child, pid, &close_stdin).await;
+    Outcome::Failed(reason)
+}
+
+/// Closes stdin, then SIGTERM, then SIGKILL, each after a grace period; signals reach the whole
+/// process group so grandchildren (an `npx` wrapper's node) go too.
+async fn stop_child(child: &mut Child, pid: Option<u32>, close_stdin: &CancellationToken) {
+    close_stdin.cancel();
+    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+        if let Some(pid) = pid {
+            crate::sys::signal_group(pid, crate::sys::SIGKILL);
+        }
+        return;
+    }
+    if let Some(pid) = pid {
+        crate::sys::signal_group(pid, crate::sys::SIGTERM);
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        if let Some(pid) = pid {
+            crate::sys::signal_group(pid, crate::sys::SIGKILL);
+        }
+        let _ = child.kill().await;
+    } else if let Some(pid) = pid {
+        crate::sys::signal_group(pid, crate::sys::SIGKILL);
+    }
+}
+
+async fn write_stdin(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    close: CancellationToken,
+) {
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => line,
+            () = close.cancelled() => None,
+        };
+        let Some(line) = line else { break };
+        if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn log_stderr(name: Arc<str>, stderr: tokio::process::ChildStderr) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    while let Ok(Some(cut)) = read_line_capped(&mut reader, &mut buf, MAX_STDERR_LINE).await {
+        let line = String::from_utf8_lossy(&buf);
+        let ellipsis = if cut { " [...]" } else { "" };
+        tracing::info!(target: "upstream_stderr", upstream = %name, "{line}{ellipsis}");
+    }
+}
+
+async fn read_stdout(up: Arc<Upstream>, peer: Arc<RpcPeer>, stdout: tokio::process::ChildStdout) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut buf = Vec::new();
+    loop {
+        match read_line_capped(&mut reader, &mut buf, MAX_MESSAGE).await {
+            Ok(None) | Err(_) => return,
+            Ok(Some(true)) => {
+                tracing::warn!(upstream = %up.name, "dropped a message over {MAX_MESSAGE} bytes");
+            }
+            Ok(Some(false)) => {
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<Value>(&buf) {
+                    Ok(msg) => dispatch(&up, &peer, msg),
+                    Err(e) => {
+                        let shown =
+                            String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
+                        tracing::warn!(upstream = %up.name, error = %e, line = %shown, "upstream wrote a line that is not JSON-RPC");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Routes one message from the upstream.
+fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
+    match jsonrpc::classify(&msg) {
+        Kind::Response { id } => {
+            let id = id.clone();
+            peer.deliver(&id, msg);
+        }
+        Kind::Request { id, method } => {
+            let answer = match method {
+                "ping" => Ok(json!({})),
+                _ => Err(RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("mcp-bridge does not relay {method} from upstreams to clients"),
+                )),
+            };
+            peer.respond(id, answer);
+        }
+        Kind::Notification { method } => match method {
+            "notifications/tools/list_changed" => {
+                let (up, peer) = (up.clone(), peer.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = refresh_tools(&up, &peer, Duration::from_secs(30)).await {
+                        tracing::warn!(upstream = %up.name, error = %e, "re-listing tools failed");
+                    }
+                });
+            }
+            "notifications/message" => {
+                let params = msg.get("params").cloned().unwrap_or(Value::Null);
+                tracing::info!(target: "upstream_log", upstream = %up.name, "{params}");
+            }
+            _ => tracing::debug!(upstream = %up.name, method, "upstream notification"),
+        },
+        Kind::Invalid(why) => {
+            tracing::warn!(upstream = %up.name, why, "invalid JSON-RPC message from upstream");
+        }
+    }
+}
+
+async fn handshake(up: &Upstream, peer: &RpcPeer, timeout: Duration) -> Result<(), CallError> {
+    let params = json!({
+        "protocolVersion": LATEST_VERSION,
+        "capabilities": {},
+        "clientInfo": { "name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") },
+    });
+    let init = peer.call("initialize", Some(params), timeout).await?;
+    let version = init
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(CallError::Unavailable {
+            upstream: up.name.to_string(),
+            reason: format!(
+                "it answered protocol version {version:?}, which mcp-bridge does not speak"
+            ),
+        });
+    }
+    let version = version.to_owned();
+    peer.notify("notifications/initialized", None);
+    up.update_status(|s| {
+        s.server_info = init.get("serverInfo").cloned();
+        s.protocol_version = Some(version);
+    });
+    if init.pointer("/capabilities/tools").is_some() {
+        refresh_tools(up, peer, timeout).await?;
+    } else {
+        up.publish_tools(Vec::new());
+    }
+    Ok(())
+}
+
+/// Most pages followed for one list, so a server that hands out cursors forever cannot hang us.
+const MAX_PAGES: usize = 1000;
+
+/// Lists every tool, following pagination to the end, and publishes the list.
+pub(crate) async fn refresh_tools(
+    up: &Upstream,
+    peer: &RpcPeer,
+    timeout: Duration,
+) -> Result<(), CallError> {
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
+        let mut page = peer.call("tools/list", params, timeout).await?;
+        if let Some(Value::Array(items)) = page.get_mut("tools").map(Value::take) {
+            for tool in items {
+                if tool.get("name").and_then(Value::as_str).is_some() {
+                    tools.push(tool);
+                } else {
+                    tracing::warn!(upstream = %up.name, "ignored a tool without a name");
+                }
+            }
+        }
+        match page.get("nextCursor").and_then(Value::as_str) {
+            Some(next) if Some(next) != cursor.as_deref() => cursor = Some(next.to_owned()),
+            _ => {
+                up.publish_tools(tools);
+                return Ok(());
+            }
+        }
+    }
+    Err(CallError::Unavailable {
+        upstream: up.name.to_string(),
+        reason: format!("tools/list did not end after {MAX_PAGES} pages"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn capped_lines() {
+        let data: &[u8] = b"short\r\nthis line is long\nlast";
+        let mut r = BufReader::with_capacity(4, data);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 8).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(buf, b"short");
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 8).await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(buf, b"this lin");
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 8).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(buf, b"last");
+        assert_eq!(read_line_capped(&mut r, &mut buf, 8).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,528 @@
+//! The configuration contract both daemons read: the seed's environment variables plus
+//! `config.toml` in the config directory. Environment overrides the file.
+//!
+//! This module only parses; callers read the file and the environment and pass them in, so the
+//! rules are testable without touching the process environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const CONFIG_FILE_NAME: &str = "config.toml";
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 8769;
+pub const DEFAULT_MCP_PATH: &str = "/mcp";
+
+/// Name of the stdio upstream defined by `MCP_BRIDGE_SENTINEL_COMMAND`.
+pub const SENTINEL: &str = "sentinel";
+/// Name of the OAuth upstream defined by `MCP_BRIDGE_OVERSEER_URL`.
+pub const OVERSEER: &str = "overseer";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub mcp_path: String,
+    pub config_dir: PathBuf,
+    /// The file the upstreams came from, when one existed.
+    pub config_file: Option<PathBuf>,
+    pub server: ServerSettings,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Extra `Host` names accepted besides the loopback names (for example a tunnel's host).
+    pub allowed_hosts: Vec<String>,
+    /// Extra origins accepted besides the built-in allowlist; `https://*.example.com` matches
+    /// whole labels only.
+    pub allowed_origins: Vec<String>,
+    /// Accept `http://localhost:*`, `http://127.0.0.1:*` and `http://[::1]:*` origins (local
+    /// tools such as the MCP Inspector). A page on a loopback origin is already on this machine,
+    /// so this does not open the DNS-rebinding hole the Origin check exists to close.
+    pub allow_loopback_origins: bool,
+    /// Largest accepted request body; bigger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long a client request may wait for an upstream before it fails and the upstream
+    /// request is cancelled.
+    pub request_timeout_secs: u64,
+    /// Sessions idle longer than this are forgotten (their id then answers 404).
+    pub session_idle_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            allow_loopback_origins: true,
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 120,
+            session_idle_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Tool-name prefix; defaults to the name, `""` exposes names unprefixed.
+    pub prefix: String,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<PathBuf>,
+    },
+    Http {
+        url: String,
+        auth: Auth,
+        headers: BTreeMap<String, String>,
+        scopes: Vec<String>,
+        /// Send the RFC 8707 `resource` parameter (off for servers such as Entra that refuse it).
+        resource: bool,
+        client_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Auth {
+    Named(AuthKind),
+    Bearer { bearer_env: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    None,
+    Oauth,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}, line {line}: {message}")]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    server: ServerSettings,
+    #[serde(default)]
+    upstream: Vec<toml::Spanned<RawUpstream>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: toml::Spanned<String>,
+    prefix: Option<String>,
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    url: Option<String>,
+    auth: Option<Auth>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    resource: Option<bool>,
+    client_id: Option<String>,
+}
+
+/// `[a-zA-Z0-9_-]+`: upstream names become tool-name prefixes and CLI arguments.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src.get(..offset).map_or(1, |s| s.matches('\n').count() + 1)
+}
+
+/// Parses the text of a `config.toml`. `file` is only used in messages.
+pub fn parse_file(
+    file: &Path,
+    src: &str,
+) -> Result<(ServerSettings, Vec<UpstreamConfig>), ConfigError> {
+    let raw: RawFile = toml::from_str(src).map_err(|e| {
+        let message = match e.span() {
+            Some(span) => format!(
+                "line {}: {}",
+                line_of(src, span.start),
+                e.message().trim_end()
+            ),
+            None => e.message().trim_end().to_owned(),
+        };
+        ConfigError::Parse {
+            file: file.to_path_buf(),
+            message,
+        }
+    })?;
+    let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    for entry in raw.upstream {
+        let entry_line = line_of(src, entry.span().start);
+        let raw = entry.into_inner();
+        let name_line = line_of(src, raw.name.span().start);
+        let invalid = |line: usize, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line,
+            message,
+        };
+        let name = raw.name.into_inner();
+        if !valid_name(&name) {
+            return Err(invalid(
+                name_line,
+                format!("upstream name {name:?} must be 1-64 characters of [a-zA-Z0-9_-]"),
+            ));
+        }
+        if upstreams.iter().any(|u| u.name == name) {
+            return Err(invalid(
+                name_line,
+                format!("upstream name {name:?} is used twice"),
+            ));
+        }
+        let prefix = raw.prefix.unwrap_or_else(|| name.clone());
+        if !prefix.is_empty() && !valid_name(&prefix) {
+            return Err(invalid(
+                name_line,
+                format!(
+                    "prefix {prefix:?} of upstream {name:?} must be empty or 1-64 characters of [a-zA-Z0-9_-]"
+                ),
+            ));
+        }
+        let transport = match (raw.command, raw.url) {
+            (Some(command), None) => {
+                if command.trim().is_empty() {
+                    return Err(invalid(
+                        entry_line,
+                        format!("upstream {name:?} has an empty command"),
+                    ));
+                }
+                if raw.auth.is_some() || !raw.headers.is_empty() {
+                    return Err(invalid(
+                        entry_line,
+                        format!(
+                            "upstream {name:?} is a stdio upstream; `auth` and `headers` apply to `url` upstreams only"
+                        ),
+                    ));
+                }
+                Transport::Stdio {
+                    command,
+                    args: raw.args,
+                    env: raw.env,
+                    cwd: raw.cwd,
+                }
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        entry_line,
+                        format!(
+                            "upstream {name:?}: url {url:?} must start with http:// or https://"
+                        ),
+                    ));
+                }
+                Transport::Http {
+                    url,
+                    auth: raw.auth.unwrap_or(Auth::Named(AuthKind::None)),
+                    headers: raw.headers,
+                    scopes: raw.scopes,
+                    resource: raw.resource.unwrap_or(true),
+                    client_id: raw.client_id,
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    entry_line,
+                    format!("upstream {name:?} has both `command` and `url`; choose one"),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    entry_line,
+                    format!("upstream {name:?} needs `command` (stdio) or `url` (HTTP)"),
+                ));
+            }
+        };
+        upstreams.push(UpstreamConfig {
+            name,
+            prefix,
+            transport,
+        });
+    }
+    Ok((raw.server, upstreams))
+}
+
+/// The default config directory: `~/.config/mcp-bridge` (the seed's contract, on every OS).
+pub fn default_config_dir(home: Option<&str>) -> PathBuf {
+    match home {
+        Some(h) if !h.is_empty() => Path::new(h).join(".config").join("mcp-bridge"),
+        _ => PathBuf::from(".config/mcp-bridge"),
+    }
+}
+
+/// Builds the configuration from an environment snapshot and a file reader.
+///
+/// `read_file` returns `Ok(None)` when the file does not exist.
+pub fn load(
+    env: &BTreeMap<String, String>,
+    read_file: impl Fn(&Path) -> std::io::Result<Option<String>>,
+) -> Result<Config, ConfigError> {
+    let var = |k: &str| env.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let config_dir = var("MCP_BRIDGE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_config_dir(var("HOME")));
+    let file = config_dir.join(CONFIG_FILE_NAME);
+    let (server, mut upstreams, config_file) = match read_file(&file) {
+        Ok(Some(src)) => {
+            let (s, u) = parse_file(&file, &src)?;
+            (s, u, Some(file))
+        }
+        Ok(None) => (ServerSettings::default(), Vec::new(), None),
+        Err(source) => return Err(ConfigError::Read { file, source }),
+    };
+    let port = match var("MCP_BRIDGE_PORT") {
+        Some(p) => p.parse::<u16>().map_err(|_| ConfigError::Env {
+            var: "MCP_BRIDGE_PORT",
+            message: format!("{p:?} is not a port number"),
+        })?,
+        None => DEFAULT_PORT,
+    };
+    let mcp_path = var("MCP_BRIDGE_MCP_PATH").unwrap_or(DEFAULT_MCP_PATH);
+    if !mcp_path.starts_with('/') || mcp_path.len() < 2 {
+        return Err(ConfigError::Env {
+            var: "MCP_BRIDGE_MCP_PATH",
+            message: format!("{mcp_path:?} must be a path such as /mcp"),
+        });
+    }
+    if let Some(command) = var("MCP_BRIDGE_SENTINEL_COMMAND") {
+        let args = var("MCP_BRIDGE_SENTINEL_ARGS")
+            .map(|a| a.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let sentinel = UpstreamConfig {
+            name: SENTINEL.into(),
+            prefix: SENTINEL.into(),
+            transport: Transport::Stdio {
+                command: command.to_owned(),
+                args,
+                env: BTreeMap::new(),
+                cwd: None,
+            },
+        };
+        override_upstream(&mut upstreams, sentinel);
+    }
+    if let Some(url) = var("MCP_BRIDGE_OVERSEER_URL") {
+        let overseer = UpstreamConfig {
+            name: OVERSEER.into(),
+            prefix: OVERSEER.into(),
+            transport: Transport::Http {
+                url: url.to_owned(),
+                auth: Auth::Named(AuthKind::Oauth),
+                headers: BTreeMap::new(),
+                scopes: Vec::new(),
+                resource: true,
+                client_id: None,
+            },
+        };
+        override_upstream(&mut upstreams, overseer);
+    }
+    Ok(Config {
+        host: var("MCP_BRIDGE_HOST").unwrap_or(DEFAULT_HOST).to_owned(),
+        port,
+        mcp_path: mcp_path.to_owned(),
+        config_dir,
+        config_file,
+        server,
+        upstreams,
+    })
+}
+
+/// Environment overrides the file: an env-defined upstream replaces a file entry of the same
+/// name but keeps that entry's prefix.
+fn override_upstream(upstreams: &mut Vec<UpstreamConfig>, mut new: UpstreamConfig) {
+    if let Some(existing) = upstreams.iter_mut().find(|u| u.name == new.name) {
+        new.prefix = std::mem::take(&mut existing.prefix);
+        *existing = new;
+    } else {
+        upstreams.push(new);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn with_file(src: &'static str) -> impl Fn(&Path) -> std::io::Result<Option<String>> {
+        move |_| Ok(Some(src.to_owned()))
+    }
+
+    fn no_file(_: &Path) -> std::io::Result<Option<String>> {
+        Ok(None)
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = load(&env(&[("HOME", "/home/u")]), no_file).unwrap();
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 8769);
+        assert_eq!(c.mcp_path, "/mcp");
+        assert_eq!(c.config_dir, Path::new("/home/u/.config/mcp-bridge"));
+        assert!(c.upstreams.is_empty());
+    }
+
+    #[test]
+    fn seed_env_vars_define_sentinel_and_overseer() {
+        let c = load(
+            &env(&[
+                ("MCP_BRIDGE_CONFIG_DIR", "/c"),
+                ("MCP_BRIDGE_PORT", "9000"),
+                ("MCP_BRIDGE_HOST", "127.0.0.2"),
+                ("MCP_BRIDGE_MCP_PATH", "/x"),
+                ("MCP_BRIDGE_SENTINEL_COMMAND", "python3"),
+                ("MCP_BRIDGE_SENTINEL_ARGS", "-u  server.py --flag"),
+                ("MCP_BRIDGE_OVERSEER_URL", "https://mcp.example.com/mcp"),
+            ]),
+            no_file,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.port, c.host.as_str(), c.mcp_path.as_str()),
+            (9000, "127.0.0.2", "/x")
+        );
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams[0].name, "sentinel");
+        match &c.upstreams[0].transport {
+            Transport::Stdio { command, args, .. } => {
+                assert_eq!(command, "python3");
+                assert_eq!(args, &["-u", "server.py", "--flag"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            &c.upstreams[1].transport,
+            Transport::Http { auth: Auth::Named(AuthKind::Oauth), url, .. } if url == "https://mcp.example.com/mcp"
+        ));
+    }
+
+    #[test]
+    fn file_upstreams_and_env_override() {
+        let src = r#"
+[server]
+allowed_hosts = ["bridge.example.com"]
+
+[[upstream]]
+name = "files"
+command = "npx"
+args = ["-y", "server-filesystem", "/home/me/docs"]
+env = { LOG_LEVEL = "warn" }
+
+[[upstream]]
+name = "sentinel"
+command = "old"
+prefix = "s"
+
+[[upstream]]
+name = "remote"
+url = "https://mcp.example.com/mcp"
+auth = { bearer_env = "TOKEN_VAR" }
+prefix = ""
+"#;
+        let c = load(
+            &env(&[
+                ("MCP_BRIDGE_CONFIG_DIR", "/c"),
+                ("MCP_BRIDGE_SENTINEL_COMMAND", "new"),
+            ]),
+            with_file(src),
+        )
+        .unwrap();
+        assert_eq!(c.server.allowed_hosts, ["bridge.example.com"]);
+        let names: Vec<_> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["files", "sentinel", "remote"]);
+        assert_eq!(c.upstreams[1].prefix, "s");
+        assert!(
+            matches!(&c.upstreams[1].transport, Transport::Stdio { command, .. } if command == "new")
+        );
+        assert_eq!(c.upstreams[2].prefix, "");
+        assert!(matches!(
+            &c.upstreams[2].transport,
+            Transport::Http { auth: Auth::Bearer { bearer_env }, .. } if bearer_env == "TOKEN_VAR"
+        ));
+    }
+
+    fn err_of(src: &'static str) -> String {
+        load(&env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]), with_file(src))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_files_name_the_file_and_line() {
+        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \n");
+        assert!(e.starts_with("/c/config.toml"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+
+        let e = err_of("[[upstream]]\nname = \"a\"\ncomand = \"x\"\n");
+        assert!(e.contains("line 3") && e.contains("comand"), "{e}");
+
+        let e = err_of("\n\n[[upstream]]\nname = \"a b\"\ncommand = \"x\"\n");
+        assert!(e.contains("line 4") && e.contains("a b"), "{e}");
+
+        let e = err_of(
+            "[[upstream]]\nname = \"a\"\ncommand = \"x\"\n[[upstream]]\nname = \"a\"\ncommand = \"y\"\n",
+        );
+        assert!(e.contains("line 5") && e.contains("twice"), "{e}");
+
+        let e = err_of("[[upstream]]\nname = \"a\"\n");
+        assert!(e.contains("line 1") && e.contains("needs `command`"), "{e}");
+
+        let e = err_of("[[upstream]]\nname = \"a\"\nurl = \"ftp://x\"\n");
+        assert!(e.contains("http://"), "{e}");
+
+        let e = err_of("[server]\nmax_body_bytes = \"big\"\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_env_is_named() {
+        let e = load(&env(&[("MCP_BRIDGE_PORT", "http")]), no_file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MCP_BRIDGE_PORT"), "{e}");
+    }
+}
