@@ -179,7 +179,7 @@ impl Guard {
     }
 
     pub fn host_allowed(&self, host: &str) -> bool {
-        split_host_port(host).is_some_and(|(h, _)| self.hosts.iter().any(|a| *a == h))
+        split_host_port(host).is_some_and(|(h, _)| self.hosts.contains(&h))
     }
 
     pub fn origin_allowed(&self, origin: &str) -> bool {

@@ -90,7 +90,7 @@ mod tests {
             "gh__repo_list_all_items"
         );
         assert_eq!(expose("", ""), "_");
-        assert_eq!(expose("x", "ünï"), "x_____");
+        assert_eq!(expose("x", "ünï"), "x___n_");
     }
 
     #[test]

@@ -244,18 +244,18 @@ async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: B
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    if let Some(v) = header_str(&headers, VERSION_HEADER) {
-        if !SUPPORTED_VERSIONS.contains(&v) {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                jsonrpc::INVALID_REQUEST,
-                &format!(
-                    "Bad Request: unsupported MCP-Protocol-Version {v:?}; supported: {}",
-                    SUPPORTED_VERSIONS.join(", ")
-                ),
-            );
-        }
+    if let Some(v) = header_str(&headers, VERSION_HEADER)
+        && !SUPPORTED_VERSIONS.contains(&v)
+    {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            &format!(
+                "Bad Request: unsupported MCP-Protocol-Version {v:?}; supported: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+        );
     }
     match kind {
         Kind::Request { id, method } => {

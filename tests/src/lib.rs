@@ -1,1 +1,484 @@
+//! Helpers for the end-to-end tests: locate the built binaries, run the bridge as a real
+//! process on an ephemeral port, speak MCP to it over real HTTP, and wait on conditions with
+//! deadlines (never fixed sleeps).
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The directory holding the workspace's binaries (`target/debug`), found from the test
+/// executable's own path (`target/debug/deps/<test>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a workspace binary; panics with the fix if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+pub fn fixture() -> PathBuf {
+    bin("fixture-stdio")
+}
+
+/// Polls `f` until it returns `Some`, failing the test after `timeout`.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "mcpb-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config.toml entry for a fixture upstream.
+pub fn fixture_entry(name: &str, extra_args: &[&str]) -> String {
+    let mut args = vec!["--name".to_owned(), name.to_owned()];
+    args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+    format!(
+        "[[upstream]]\nname = {name:?}\ncommand = {:?}\nargs = {:?}\n\n",
+        fixture().display().to_string(),
+        args
+    )
+}
+
+/// The bridge running as a real process.
+pub struct Bridge {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    pub base: String,
+    pub port: u16,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: Option<TempDir>,
+}
+
+pub struct BridgeBuilder {
+    env: Vec<(String, String)>,
+    config: Option<String>,
+    dir: Option<TempDir>,
+}
+
+impl BridgeBuilder {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.into());
+        self
+    }
+
+    /// Starts the process; does not wait for it to listen.
+    pub fn spawn(mut self) -> (Child, Arc<Mutex<Vec<String>>>, TempDir) {
+        let dir = self.dir.take().unwrap_or_else(|| TempDir::new("bridge"));
+        if let Some(c) = &self.config {
+            dir.write("config.toml", c);
+        }
+        let mut cmd = Command::new(bin("mcp-bridge"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("MCP_BRIDGE_CONFIG_DIR", dir.path())
+            .env("MCP_BRIDGE_PORT", "0")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn mcp-bridge");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        (child, logs, dir)
+    }
+
+    /// Starts the bridge and waits until it listens.
+    pub async fn start(self) -> Bridge {
+        let (child, logs, dir) = self.spawn();
+        let url = wait_for(
+            "the bridge to listen",
+            Duration::from_secs(20),
+            async || {
+                logs.lock()
+                    .unwrap()
+                    .iter()
+                    .find_map(|l| l.split("listening on ").nth(1).map(|u| u.trim().to_owned()))
+            },
+        )
+        .await;
+        let base = url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or_default();
+        let port = base.rsplit(':').next().unwrap().parse().unwrap();
+        Bridge {
+            child,
+            url,
+            base,
+            port,
+            logs,
+            _dir: Some(dir),
+        }
+    }
+}
+
+impl Bridge {
+    pub fn builder() -> BridgeBuilder {
+        BridgeBuilder {
+            env: Vec::new(),
+            config: None,
+            dir: None,
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let logs = self.logs.clone();
+        wait_for(what, Duration::from_secs(20), async || {
+            logs.lock().unwrap().iter().find(|l| pred(l)).cloned()
+        })
+        .await
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits until every upstream reports `ready` in `/status`.
+    pub async fn wait_ready(&self, count: usize) {
+        let http = reqwest::Client::new();
+        let url = format!("{}/status", self.base);
+        wait_for("all upstreams ready", Duration::from_secs(20), async || {
+            let v: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+            let ups = v["upstreams"].as_array()?;
+            (ups.len() == count && ups.iter().all(|u| u["state"] == "ready")).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn status(&self) -> Value {
+        reqwest::get(format!("{}/status", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url).await
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.pid(), libc::SIGTERM);
+        wait_exit(&mut self.child, Duration::from_secs(20))
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(unsafe_code)]
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The JSON-RPC messages in the body, JSON or SSE.
+    pub fn messages(&self) -> Vec<Value> {
+        if self
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream"))
+        {
+            parse_sse(&self.body)
+                .into_iter()
+                .filter_map(|e| serde_json::from_str(&e.data).ok())
+                .collect()
+        } else {
+            serde_json::from_str(&self.body)
+                .map(|v| vec![v])
+                .unwrap_or_default()
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        self.messages().into_iter().next().unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Parses complete SSE events from text.
+pub fn parse_sse(text: &str) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    let mut cur = SseEvent::default();
+    let mut has = false;
+    for line in text.lines() {
+        if line.is_empty() {
+            if has {
+                out.push(std::mem::take(&mut cur));
+            }
+            has = false;
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        has = true;
+        match field {
+            "id" => cur.id = Some(value.into()),
+            "event" => cur.event = Some(value.into()),
+            "data" => {
+                if !cur.data.is_empty() {
+                    cur.data.push('\n');
+                }
+                cur.data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A minimal MCP client over Streamable HTTP.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+    pub init: Value,
+    next: AtomicU64,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.into(),
+            session: None,
+            init: Value::Null,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub async fn connect(url: &str) -> Self {
+        let mut c = Self::new(url);
+        let a = c
+            .post_json(
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "e2e", "version": "1"}
+                }}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "initialize: {a:?}");
+        c.session = Some(a.header("mcp-session-id").expect("session id").to_owned());
+        c.init = a.json()["result"].clone();
+        let n = c
+            .post_json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(n.status, 202);
+        c
+    }
+
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("accept", "application/json, text/event-stream"),
+            ("content-type", "application/json"),
+        ];
+        if let Some(s) = &self.session {
+            all.push(("mcp-session-id", s));
+            all.push(("mcp-protocol-version", "2025-11-25"));
+        }
+        // The caller's headers replace the defaults of the same name.
+        all.retain(|(k, _)| !headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(k)));
+        all.extend_from_slice(headers);
+        let mut req = self.http.post(&self.url);
+        for (k, v) in all {
+            req = req.header(k, v);
+        }
+        let resp = req.body(body).send().await.expect("POST");
+        Answer {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap_or_default(),
+        }
+    }
+
+    pub async fn post_json(&self, msg: &Value) -> Answer {
+        self.post_raw(msg.to_string(), &[]).await
+    }
+
+    /// Sends a request and returns the whole JSON-RPC response message.
+    pub async fn request(&self, method: &str, params: Value) -> Value {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let a = self
+            .post_json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        assert_eq!(a.status, 200, "{method}: {a:?}");
+        a.messages()
+            .into_iter()
+            .find(|m| m["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no response with id {id} in {a:?}"))
+    }
+
+    pub async fn call_tool(&self, name: &str, args: Value) -> Value {
+        self.request("tools/call", json!({"name": name, "arguments": args}))
+            .await
+    }
+
+    pub async fn tool_names(&self) -> Vec<String> {
+        let r = self.request("tools/list", json!({})).await;
+        r["result"]["tools"]
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .map(|t| t["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    pub async fn delete(&self) -> u16 {
+        let mut req = self.http.delete(&self.url);
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+}
+
+/// The text of the first content item of a `tools/call` result.
+pub fn text_of(resp: &Value) -> String {
+    resp["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}

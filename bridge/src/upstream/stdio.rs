@@ -183,7 +183,13 @@ async fn run_once(up: &Arc<Upstream>, spec: &StdioSpec, shutdown: &CancellationT
                     Err(e) => format!("waiting for the process failed: {e}"),
                 };
             }
-            _ = &mut reader => break "process closed its stdout".into(),
+            _ = &mut reader => {
+                // EOF on stdout usually means the process is exiting: report how it ended.
+                break match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+                    Ok(Ok(s)) => format!("process exited ({s})"),
+                    _ => "process closed its stdout".into(),
+                };
+            }
             () = shutdown.cancelled() => {
                 up.set_conn(None);
                 peer.close("the bridge is shutting down");

@@ -1,0 +1,144 @@
+//! Command line: `mcp-cred-agent [serve]`, `mcp-cred-agent status [--json]`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use proto::Response;
+use proto::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-cred-agent",
+    version,
+    about = "Credential agent for mcp-bridge: holds OAuth secrets and serves short-lived access tokens over a Unix socket"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Serve,
+    /// Show every OAuth upstream's login state, from the running agent.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                match cli.command.unwrap_or(Command::Serve) {
+                    Command::Serve => serve().await,
+                    Command::Status { json } => status(json).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-cred-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load() -> anyhow::Result<(Config, PathBuf)> {
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let config = proto::config::load(&env, |path: &Path| match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })?;
+    let over = env
+        .get(proto::SOCKET_ENV)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let socket = proto::socket_path(&config.config_dir, over.as_deref())?;
+    Ok((config, socket))
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    let (config, socket) = load()?;
+    let agent = Arc::new(crate::server::Agent::from_config(&config));
+    let listener = crate::server::bind(&socket).await?;
+    tracing::info!(
+        "mcp-cred-agent {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        socket.display()
+    );
+    crate::server::run(agent, listener, socket, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn status(json: bool) -> anyhow::Result<()> {
+    let (_, socket) = load()?;
+    let mut client = crate::server::AgentClient::connect(&socket).await?;
+    let Response::Status { upstreams } = client.request(proto::Request::Status).await? else {
+        anyhow::bail!("unexpected answer to Status");
+    };
+    if json {
+        let v: Vec<_> = upstreams
+            .iter()
+            .map(|u| serde_json::json!({"name": u.name, "logged_in": u.logged_in, "issuer": u.issuer, "scopes": u.scopes, "expires_at": u.expires_at, "last_error": u.last_error}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if upstreams.is_empty() {
+        println!("no OAuth upstreams configured");
+    }
+    for u in upstreams {
+        let state = if u.logged_in {
+            "logged in"
+        } else {
+            "not logged in"
+        };
+        println!(
+            "{:<20} {state}  {}",
+            u.name,
+            u.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! The agent's socket: a 0600 Unix socket in a 0700 directory, one task per connection, the
+//! peer's uid checked on accept.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use proto::config::{Auth, AuthKind, Config, Transport};
+use proto::{
+    AgentError, AgentMessage, ClientMessage, PROTOCOL_VERSION, Request, Response, UpstreamStatus,
+};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::Framed;
+
+/// What the agent knows; later issues add the token store here.
+pub struct Agent {
+    /// Names of the upstreams configured with `auth = "oauth"`.
+    oauth_upstreams: Vec<String>,
+}
+
+impl Agent {
+    pub fn from_config(config: &Config) -> Self {
+        let oauth_upstreams = config
+            .upstreams
+            .iter()
+            .filter(|u| {
+                matches!(
+                    u.transport,
+                    Transport::Http {
+                        auth: Auth::Named(AuthKind::Oauth),
+                        ..
+                    }
+                )
+            })
+            .map(|u| u.name.clone())
+            .collect();
+        Self { oauth_upstreams }
+    }
+
+    fn known(&self, upstream: &str) -> Result<(), AgentError> {
+        if self.oauth_upstreams.iter().any(|u| u == upstream) {
+            Ok(())
+        } else {
+            Err(AgentError::UnknownUpstream {
+                upstream: upstream.to_owned(),
+            })
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, request: Request) -> Response {
+        let result = match request {
+            Request::GetToken { upstream, .. } | Request::TokenRejected { upstream, .. } => {
+                self.known(&upstream).and_then(|()| {
+                    Err(AgentError::NeedsLogin {
+                        how: format!("mcp-cred-agent login {upstream}"),
+                        upstream,
+                    })
+                })
+            }
+            Request::CompleteLogin { .. } => Err(AgentError::UnknownState),
+            Request::Status => Ok(Response::Status {
+                upstreams: self
+                    .oauth_upstreams
+                    .iter()
+                    .map(|name| UpstreamStatus {
+                        name: name.clone(),
+                        logged_in: false,
+                        issuer: None,
+                        scopes: Vec::new(),
+                        expires_at: None,
+                        last_error: None,
+                    })
+                    .collect(),
+            }),
+        };
+        result.unwrap_or_else(|error| Response::Error { error })
+    }
+}
+
+/// Creates `dir` with mode 0700, forcing the mode if it already existed.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // The directory may have existed with a wider mode; the socket's safety rests on this one.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set mode 0700 on {}", dir.display()))
+}
+
+/// Binds the socket: refuses while another agent answers on it, replaces a stale one.
+pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        private_dir(dir)?;
+    }
+    if path.exists() {
+        match UnixStream::connect(path).await {
+            Ok(_) => anyhow::bail!(
+                "another mcp-cred-agent is already running on {}",
+                path.display()
+            ),
+            Err(_) => {
+                tracing::info!(path = %path.display(), "removing a stale socket left by an agent that is gone");
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+            }
+        }
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Accepts connections until `shutdown`; removes the socket file on the way out.
+pub async fn run(
+    agent: Arc<Agent>,
+    listener: UnixListener,
+    path: PathBuf,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let me = crate::sys::effective_uid();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == me => {}
+            Ok(cred) => {
+                tracing::warn!(peer_uid = cred.uid(), peer_pid = ?cred.pid(), "refused a connection from another user");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a connection whose peer cannot be identified");
+                continue;
+            }
+        }
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(&agent, stream).await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn serve_connection(agent: &Agent, stream: UnixStream) -> anyhow::Result<()> {
+    let mut framed = Framed::new(stream, proto::codec());
+    let Some(first) = framed.next().await else {
+        return Ok(());
+    };
+    match proto::decode::<ClientMessage>(&first?)? {
+        ClientMessage::Hello { protocol_version } if protocol_version == PROTOCOL_VERSION => {
+            framed
+                .send(proto::encode(&AgentMessage::Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                }))
+                .await?;
+        }
+        ClientMessage::Hello { protocol_version } => {
+            let error = AgentError::VersionMismatch {
+                got: protocol_version,
+                supported: PROTOCOL_VERSION,
+            };
+            framed
+                .send(proto::encode(&AgentMessage::Response {
+                    id: 0,
+                    response: Response::Error { error },
+                }))
+                .await?;
+            return Ok(());
+        }
+        ClientMessage::Request { .. } => anyhow::bail!("client sent a request before Hello"),
+    }
+    while let Some(frame) = framed.next().await {
+        match proto::decode::<ClientMessage>(&frame?)? {
+            ClientMessage::Request { id, request } => {
+                tracing::debug!(id, ?request, "request");
+                let response = agent.handle(request);
+                framed
+                    .send(proto::encode(&AgentMessage::Response { id, response }))
+                    .await?;
+            }
+            ClientMessage::Hello { .. } => anyhow::bail!("Hello sent twice"),
+        }
+    }
+    Ok(())
+}
+
+/// A client of the agent socket (used by `mcp-cred-agent status` and, later, the bridge).
+pub struct AgentClient {
+    framed: Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>,
+    next_id: u64,
+}
+
+impl AgentClient {
+    pub async fn connect(path: &Path) -> anyhow::Result<Self> {
+        let stream = UnixStream::connect(path).await.with_context(|| {
+            format!("mcp-cred-agent is not running (no answer on {}); start it with `mcp-cred-agent serve`", path.display())
+        })?;
+        let mut framed = Framed::new(stream, proto::codec());
+        framed
+            .send(proto::encode(&ClientMessage::Hello {
+                protocol_version: PROTOCOL_VERSION,
+            }))
+            .await?;
+        match framed.next().await {
+            Some(frame) => match proto::decode::<AgentMessage>(&frame?)? {
+                AgentMessage::Hello { .. } => Ok(Self { framed, next_id: 1 }),
+                AgentMessage::Response { response, .. } => {
+                    anyhow::bail!("agent refused the connection: {response:?}")
+                }
+            },
+            None => anyhow::bail!("agent closed the connection during the handshake"),
+        }
+    }
+
+    pub async fn request(&mut self, request: Request) -> anyhow::Result<Response> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.framed
+            .send(proto::encode(&ClientMessage::Request { id, request }))
+            .await?;
+        loop {
+            let frame = self
+                .framed
+                .next()
+                .await
+                .context("agent closed the connection")??;
+            if let AgentMessage::Response { id: got, response } = proto::decode(&frame)?
+                && got == id
+            {
+                return Ok(response);
+            }
+        }
+    }
+}
