@@ -4,6 +4,7 @@
 //! listener of their own or spawn the binary.
 
 pub mod cli;
+pub mod client;
 pub mod demo;
 pub mod guard;
 pub mod jsonrpc;
@@ -11,6 +12,7 @@ pub mod naming;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod sse;
 mod sys;
 pub mod upstream;
 

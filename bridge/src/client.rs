@@ -1,0 +1,249 @@
+//! A Streamable HTTP MCP client (the shim uses it to reach the bridge): POST one message,
+//! get back JSON, an SSE stream of messages, or 202; open the GET stream; DELETE the session.
+//! The session id and negotiated protocol version are kept and sent on every later request.
+
+use std::sync::{Mutex, PoisonError};
+
+use futures_util::{Stream, StreamExt};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::sse::SseParser;
+
+const MAX_SSE_LINE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {source}")]
+    Connect { url: String, source: reqwest::Error },
+    #[error("the session is gone (HTTP 404)")]
+    SessionGone,
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("bad response: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// Whether the server could not be reached at all (not running, restarting).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
+}
+
+pub enum Posted {
+    /// 202: a notification or response was accepted.
+    Accepted,
+    /// The messages of the answer, in order (one for a JSON answer).
+    Messages(futures_util::stream::BoxStream<'static, Result<Value, ClientError>>),
+}
+
+pub struct StreamableClient {
+    http: reqwest::Client,
+    url: String,
+    bearer: Option<String>,
+    session: Mutex<Option<String>>,
+    version: Mutex<Option<String>>,
+}
+
+fn get<T: Clone>(m: &Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn set<T>(m: &Mutex<Option<T>>, v: Option<T>) {
+    *m.lock().unwrap_or_else(PoisonError::into_inner) = v;
+}
+
+impl StreamableClient {
+    pub fn new(url: &str, bearer: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            bearer,
+            session: Mutex::new(None),
+            version: Mutex::new(None),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn session(&self) -> Option<String> {
+        get(&self.session)
+    }
+
+    /// Forgets the session (before a new `initialize`).
+    pub fn reset(&self) {
+        set(&self.session, None);
+        set(&self.version, None);
+    }
+
+    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, &self.url);
+        if let Some(s) = get(&self.session) {
+            req = req.header("mcp-session-id", s);
+        }
+        if let Some(v) = get(&self.version) {
+            req = req.header("mcp-protocol-version", v);
+        }
+        if let Some(t) = &self.bearer {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    fn connect_error(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Connect {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND => Err(ClientError::SessionGone),
+            s => Err(ClientError::Status {
+                status: s.as_u16(),
+                body: resp
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(500)
+                    .collect(),
+            }),
+        }
+    }
+
+    /// POSTs one JSON-RPC message.
+    pub async fn post(&self, msg: &Value) -> Result<Posted, ClientError> {
+        let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
+        let resp = self
+            .request(reqwest::Method::POST)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(msg.to_string())
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let resp = Self::check(resp).await?;
+        if is_init
+            && let Some(s) = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+        {
+            set(&self.session, Some(s.to_owned()));
+        }
+        if resp.status() == StatusCode::ACCEPTED {
+            return Ok(Posted::Accepted);
+        }
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if sse {
+            return Ok(Posted::Messages(messages(resp).boxed()));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if body.is_empty() {
+            return Ok(Posted::Accepted);
+        }
+        let v: Value =
+            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if is_init {
+            self.note_initialized(&v);
+        }
+        Ok(Posted::Messages(
+            futures_util::stream::iter([Ok(v)]).boxed(),
+        ))
+    }
+
+    /// Records the negotiated version from an `initialize` answer that came as SSE.
+    pub fn note_initialized(&self, result: &Value) {
+        if let Some(ver) = result
+            .pointer("/result/protocolVersion")
+            .and_then(Value::as_str)
+        {
+            set(&self.version, Some(ver.to_owned()));
+        }
+    }
+
+    /// Opens the GET stream of server-initiated messages. `Ok(None)` if the server has none (405).
+    pub async fn open_stream(
+        &self,
+    ) -> Result<Option<impl Stream<Item = Result<Value, ClientError>> + use<>>, ClientError> {
+        let resp = self
+            .request(reqwest::Method::GET)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            return Ok(None);
+        }
+        Ok(Some(messages(Self::check(resp).await?)))
+    }
+
+    /// Ends the session (best effort).
+    pub async fn delete(&self) {
+        if get(&self.session).is_some() {
+            let _ = self.request(reqwest::Method::DELETE).send().await;
+        }
+    }
+}
+
+/// The JSON-RPC messages of an SSE body, skipping events without data (priming, keep-alive).
+fn messages(resp: reqwest::Response) -> impl Stream<Item = Result<Value, ClientError>> {
+    let body = resp.bytes_stream();
+    futures_util::stream::unfold(
+        (
+            body,
+            SseParser::new(MAX_SSE_LINE),
+            std::collections::VecDeque::new(),
+            false,
+        ),
+        |(mut body, mut parser, mut ready, failed)| async move {
+            loop {
+                if let Some(v) = ready.pop_front() {
+                    return Some((Ok(v), (body, parser, ready, failed)));
+                }
+                if failed {
+                    return None;
+                }
+                match body.next().await? {
+                    Ok(chunk) => match parser.push(&chunk) {
+                        Ok(events) => {
+                            for e in events.into_iter().filter(|e| !e.data.is_empty()) {
+                                match serde_json::from_str::<Value>(&e.data) {
+                                    Ok(v) => ready.push_back(v),
+                                    Err(err) => {
+                                        tracing::warn!(error = %err, "ignored an SSE event that is not JSON")
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            return Some((
+                                Err(ClientError::Protocol(e.to_string())),
+                                (body, parser, ready, true),
+                            ));
+                        }
+                    },
+                    Err(e) => {
+                        return Some((
+                            Err(ClientError::Protocol(e.to_string())),
+                            (body, parser, ready, true),
+                        ));
+                    }
+                }
+            }
+        },
+    )
+}
