@@ -142,6 +142,7 @@ async fn serve() -> anyhow::Result<()> {
     let options = crate::Options {
         demo_command: demo,
         inbound_token: token,
+        reload_on_sighup: true,
     };
     crate::serve(config, options, listener, shutdown_signal()).await
 }

@@ -3,6 +3,7 @@
 //! The binary is a thin wrapper around [`cli::main`]; tests can run [`serve`] in-process on a
 //! listener of their own or spawn the binary.
 
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod demo;
@@ -53,6 +54,8 @@ pub struct Options {
     /// Command line of the built-in demo upstream, used when no upstream is configured.
     pub demo_command: Option<(String, Vec<String>)>,
     pub inbound_token: Option<String>,
+    /// Re-read the configuration on SIGHUP (with `cli::load_config`) and apply upstream changes.
+    pub reload_on_sighup: bool,
 }
 
 /// Serves the bridge on `listener` until `shutdown` resolves, then stops every upstream.
@@ -80,7 +83,6 @@ pub async fn serve(
     let bridge = Arc::new(server::Bridge {
         registry: registry.clone(),
         sessions: session::Sessions::default(),
-        request_timeout: Duration::from_secs(config.server.request_timeout_secs.max(1)),
         endpoint,
         started: SystemTime::now(),
         shutdown: stop.clone(),
@@ -104,6 +106,28 @@ pub async fn serve(
             }
         }
     });
+    if options.reload_on_sighup {
+        let (registry, stop) = (registry.clone(), stop.clone());
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {}
+                    () = stop.cancelled() => return,
+                }
+                match cli::load_config() {
+                    Ok(new) => {
+                        tracing::info!(
+                            upstreams = new.upstreams.len(),
+                            "SIGHUP: reloading the upstream configuration"
+                        );
+                        registry.reload(&new);
+                    }
+                    Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
+                }
+            }
+        });
+    }
     let app = server::router(
         bridge.clone(),
         &config.mcp_path,

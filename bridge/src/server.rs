@@ -29,7 +29,6 @@ pub const VERSION_HEADER: &str = "mcp-protocol-version";
 pub struct Bridge {
     pub registry: Arc<Registry>,
     pub sessions: Sessions,
-    pub request_timeout: Duration,
     pub endpoint: String,
     pub started: SystemTime,
     /// Ends open SSE streams so a graceful shutdown does not wait on them forever.
@@ -342,7 +341,7 @@ async fn dispatch(
             };
             bridge
                 .registry
-                .call_tool(params.clone(), bridge.request_timeout)
+                .call_tool(params.clone())
                 .await
                 .map(Reply::Value)
         }
@@ -423,10 +422,9 @@ pub fn status_json(bridge: &Bridge) -> Value {
         .registry
         .upstreams()
         .iter()
-        .enumerate()
-        .map(|(index, u)| {
+        .map(|u| {
             let s = u.status();
-            let tools = catalog.routes.values().filter(|r| r.upstream == index).count();
+            let tools = catalog.count_for(u);
             json!({
                 "name": &*u.name,
                 "prefix": u.prefix,
@@ -436,6 +434,9 @@ pub fn status_json(bridge: &Bridge) -> Value {
                 "last_error": s.last_error,
                 "next_retry_at": serde_json::to_value(&s).ok().and_then(|v| v.get("next_retry_at").cloned()),
                 "connects": s.connects,
+                "failures": s.failures,
+                "backoff_ceiling_ms": s.backoff_ceiling_ms,
+                "tools_live": u.has_live_tools(),
                 "server_info": s.server_info,
                 "protocol_version": s.protocol_version,
             })

@@ -71,6 +71,34 @@ pub struct UpstreamConfig {
     /// Tool-name prefix; defaults to the name, `""` exposes names unprefixed.
     pub prefix: String,
     pub transport: Transport,
+    pub timing: Timing,
+}
+
+/// Per-upstream timing, in seconds (fractions allowed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// Bound on a client request to this upstream; `None` = the server's `request_timeout_secs`.
+    pub request_timeout_secs: Option<f64>,
+    /// Bound on `initialize` plus the first full `tools/list`.
+    pub startup_timeout_secs: f64,
+    /// Ping an upstream that has been silent this long; `0` turns keepalive off.
+    pub ping_interval_secs: f64,
+    /// A ping unanswered this long marks the upstream hung and reconnects it.
+    pub ping_timeout_secs: f64,
+    /// How long a call to an upstream that is not Ready waits for it to come back.
+    pub reconnect_wait_secs: f64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            request_timeout_secs: None,
+            startup_timeout_secs: 30.0,
+            ping_interval_secs: 30.0,
+            ping_timeout_secs: 10.0,
+            reconnect_wait_secs: 5.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +181,11 @@ struct RawUpstream {
     scopes: Vec<String>,
     resource: Option<bool>,
     client_id: Option<String>,
+    request_timeout_secs: Option<f64>,
+    startup_timeout_secs: Option<f64>,
+    ping_interval_secs: Option<f64>,
+    ping_timeout_secs: Option<f64>,
+    reconnect_wait_secs: Option<f64>,
 }
 
 /// `[a-zA-Z0-9_-]+`: upstream names become tool-name prefixes and CLI arguments.
@@ -273,10 +306,46 @@ pub fn parse_file(
                 ));
             }
         };
+        let d = Timing::default();
+        let secs = |v: Option<f64>, default: f64, key: &str| match v {
+            Some(x) if x.is_finite() && x >= 0.0 && x <= 86_400.0 => Ok(x),
+            Some(x) => Err(invalid(
+                entry_line,
+                format!("upstream {name:?}: {key} = {x} must be between 0 and 86400"),
+            )),
+            None => Ok(default),
+        };
+        let timing = Timing {
+            request_timeout_secs: raw
+                .request_timeout_secs
+                .map(|v| secs(Some(v), 0.0, "request_timeout_secs"))
+                .transpose()?,
+            startup_timeout_secs: secs(
+                raw.startup_timeout_secs,
+                d.startup_timeout_secs,
+                "startup_timeout_secs",
+            )?,
+            ping_interval_secs: secs(
+                raw.ping_interval_secs,
+                d.ping_interval_secs,
+                "ping_interval_secs",
+            )?,
+            ping_timeout_secs: secs(
+                raw.ping_timeout_secs,
+                d.ping_timeout_secs,
+                "ping_timeout_secs",
+            )?,
+            reconnect_wait_secs: secs(
+                raw.reconnect_wait_secs,
+                d.reconnect_wait_secs,
+                "reconnect_wait_secs",
+            )?,
+        };
         upstreams.push(UpstreamConfig {
             name,
             prefix,
             transport,
+            timing,
         });
     }
     Ok((raw.server, upstreams))
@@ -337,6 +406,7 @@ pub fn load(
                 env: BTreeMap::new(),
                 cwd: None,
             },
+            timing: Timing::default(),
         };
         override_upstream(&mut upstreams, sentinel);
     }
@@ -352,6 +422,7 @@ pub fn load(
                 resource: true,
                 client_id: None,
             },
+            timing: Timing::default(),
         };
         override_upstream(&mut upstreams, overseer);
     }
@@ -367,10 +438,11 @@ pub fn load(
 }
 
 /// Environment overrides the file: an env-defined upstream replaces a file entry of the same
-/// name but keeps that entry's prefix.
+/// name but keeps that entry's prefix and timing.
 fn override_upstream(upstreams: &mut Vec<UpstreamConfig>, mut new: UpstreamConfig) {
     if let Some(existing) = upstreams.iter_mut().find(|u| u.name == new.name) {
         new.prefix = std::mem::take(&mut existing.prefix);
+        new.timing = existing.timing.clone();
         *existing = new;
     } else {
         upstreams.push(new);
@@ -513,6 +585,12 @@ prefix = ""
 
         let e = err_of("[[upstream]]\nname = \"a\"\nurl = \"ftp://x\"\n");
         assert!(e.contains("http://"), "{e}");
+
+        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\nping_interval_secs = -1\n");
+        assert!(
+            e.contains("line 1") && e.contains("ping_interval_secs"),
+            "{e}"
+        );
 
         let e = err_of("[server]\nmax_body_bytes = \"big\"\n");
         assert!(e.contains("line 2"), "{e}");

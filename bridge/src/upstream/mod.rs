@@ -7,7 +7,9 @@
 
 pub mod rpc;
 pub mod stdio;
+pub mod supervisor;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +57,10 @@ pub struct Status {
     pub next_retry_at: Option<SystemTime>,
     /// Successful connections since the bridge started.
     pub connects: u64,
+    /// Failed connections (or connections that ended) since the bridge started.
+    pub failures: u64,
+    /// The backoff ceiling of the current wait, in milliseconds.
+    pub backoff_ceiling_ms: u64,
     /// The upstream's `serverInfo` from its last `initialize`.
     pub server_info: Option<Value>,
     pub protocol_version: Option<String>,
@@ -108,11 +114,47 @@ impl CallError {
     }
 }
 
+/// Per-upstream timing (see `proto::config::Timing`).
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub request: Duration,
+    pub startup: Duration,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub reconnect_wait: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::from_config(&proto::config::Timing::default(), Duration::from_secs(120))
+    }
+}
+
+impl Timeouts {
+    pub fn from_config(t: &proto::config::Timing, default_request: Duration) -> Self {
+        let d = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 86_400.0));
+        Self {
+            request: t
+                .request_timeout_secs
+                .map(d)
+                .unwrap_or(default_request)
+                .max(Duration::from_millis(1)),
+            startup: d(t.startup_timeout_secs).max(Duration::from_millis(1)),
+            ping_interval: d(t.ping_interval_secs),
+            ping_timeout: d(t.ping_timeout_secs).max(Duration::from_millis(1)),
+            reconnect_wait: d(t.reconnect_wait_secs),
+        }
+    }
+}
+
 /// The handle through which the rest of the bridge sees one upstream.
 pub struct Upstream {
     pub name: Arc<str>,
     pub prefix: String,
     pub transport: &'static str,
+    pub timeouts: Timeouts,
+    /// Whether the tool list came from a live connection (not only from the cache).
+    live_tools: AtomicBool,
     status: watch::Sender<Status>,
     /// The last good `tools/list` (tool objects as the upstream sent them).
     tools: watch::Sender<Arc<Vec<Value>>>,
@@ -129,17 +171,22 @@ impl Upstream {
         name: &str,
         prefix: &str,
         transport: &'static str,
+        timeouts: Timeouts,
         tools_changed: Arc<Notify>,
     ) -> Self {
         Self {
             name: name.into(),
             prefix: prefix.to_owned(),
             transport,
+            timeouts,
+            live_tools: AtomicBool::new(false),
             status: watch::Sender::new(Status {
                 state: State::Connecting,
                 last_error: None,
                 next_retry_at: None,
                 connects: 0,
+                failures: 0,
+                backoff_ceiling_ms: 0,
                 server_info: None,
                 protocol_version: None,
             }),
@@ -170,8 +217,26 @@ impl Upstream {
         self.tools.borrow().clone()
     }
 
-    /// Replaces the tool list; wakes the catalog only if the content differs.
+    pub fn has_live_tools(&self) -> bool {
+        self.live_tools.load(Ordering::Relaxed)
+    }
+
+    /// Seeds the tool list from the warm cache (before any connection).
+    pub(crate) fn seed_tools(&self, tools: Vec<Value>) {
+        if !self.has_live_tools() {
+            self.set_tools(tools);
+        }
+    }
+
+    /// Replaces the tool list with one the live upstream just sent.
     pub(crate) fn publish_tools(&self, tools: Vec<Value>) {
+        self.live_tools.store(true, Ordering::Relaxed);
+        // The cache writer wants to know even when the content is unchanged but now live.
+        self.set_tools(tools);
+        self.tools_changed.notify_one();
+    }
+
+    fn set_tools(&self, tools: Vec<Value>) {
         let changed = self.tools.send_if_modified(|current| {
             if **current == tools {
                 false
@@ -196,45 +261,56 @@ impl Upstream {
             .clone()
     }
 
-    /// Sends a request to the upstream if it is Ready.
+    /// Sends a request to the upstream. If it is not Ready, asks the supervisor to reconnect
+    /// now and waits up to `reconnect_wait` for it.
     pub async fn call(
         &self,
         method: &str,
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, CallError> {
-        let Some(conn) = self.conn() else {
-            let status = self.status();
-            // Someone wants this upstream: retry now rather than at the end of the backoff.
-            self.wake.notify_one();
-            let mut reason = format!("it is {}", status.state.as_str());
-            if let Some(e) = status.last_error {
-                reason.push_str(&format!(" (last error: {e})"));
-            }
-            if status.state == State::Backoff {
-                reason.push_str("; reconnecting");
-            }
-            return Err(CallError::Unavailable {
-                upstream: self.name.to_string(),
-                reason,
-            });
+        let conn = match self.conn() {
+            Some(c) => c,
+            None => self.wait_ready().await?,
         };
         conn.call(method, params, timeout).await
     }
-}
 
-/// The bridge's own backoff schedule: exponential from 250 ms, full jitter, capped at 60 s.
-pub fn backoff() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(60))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
+    async fn wait_ready(&self) -> Result<Arc<RpcPeer>, CallError> {
+        let mut rx = self.status.subscribe();
+        let terminal = |s: State| matches!(s, State::Disabled | State::Stopped);
+        if !terminal(rx.borrow().state) {
+            // Someone wants this upstream: retry now rather than at the end of the backoff.
+            self.wake.notify_one();
+            let waited = tokio::time::timeout(self.timeouts.reconnect_wait, async {
+                loop {
+                    if let Some(c) = self.conn() {
+                        return Some(c);
+                    }
+                    if terminal(rx.borrow_and_update().state) || rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            })
+            .await;
+            if let Ok(Some(c)) = waited {
+                return Ok(c);
+            }
+        }
+        let status = self.status();
+        let mut reason = format!("it is {}", status.state.as_str());
+        if let Some(e) = status.last_error {
+            reason.push_str(&format!(" (last error: {e})"));
+        }
+        if !terminal(status.state) {
+            reason.push_str(&format!(
+                "; still reconnecting after waiting {} s",
+                self.timeouts.reconnect_wait.as_secs_f64()
+            ));
+        }
+        Err(CallError::Unavailable {
+            upstream: self.name.to_string(),
+            reason,
+        })
+    }
 }
-
-/// A connection must stay up this long before the backoff starts again from the minimum, so a
-/// crash loop does not restart at the minimum delay forever.
-pub const STABLE_AFTER: Duration = Duration::from_secs(30);

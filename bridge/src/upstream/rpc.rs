@@ -17,6 +17,9 @@ type Reply = oneshot::Sender<Result<Value, RpcError>>;
 
 pub struct RpcPeer {
     upstream: Arc<str>,
+    created: tokio::time::Instant,
+    /// Milliseconds after `created` when the upstream last sent anything.
+    last_heard_ms: AtomicU64,
     /// Serialised messages, one per line, drained by the transport's writer.
     out: mpsc::UnboundedSender<Bytes>,
     inner: Mutex<Inner>,
@@ -58,10 +61,28 @@ impl RpcPeer {
     pub fn new(upstream: Arc<str>, out: mpsc::UnboundedSender<Bytes>) -> Self {
         Self {
             upstream,
+            created: tokio::time::Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
             out,
             inner: Mutex::new(Inner::default()),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// Records that the upstream sent something (it is alive).
+    pub fn heard(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long the upstream has been silent.
+    pub fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
+        self.created.elapsed().saturating_sub(last)
     }
 
     fn unavailable(&self, reason: &str) -> CallError {

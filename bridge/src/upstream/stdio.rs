@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::rpc::RpcPeer;
-use super::{CallError, LATEST_VERSION, STABLE_AFTER, SUPPORTED_VERSIONS, State, Upstream};
+use super::supervisor::{self, Outcome};
+use super::{CallError, LATEST_VERSION, SUPPORTED_VERSIONS, State, Upstream};
 use crate::jsonrpc::{self, Kind, RpcError};
 
 #[derive(Debug, Clone)]
@@ -26,8 +27,6 @@ pub struct StdioSpec {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
-    /// Bound on `initialize` and the first `tools/list`.
-    pub startup_timeout: Duration,
 }
 
 /// Longest stdout line accepted from a child; longer lines are dropped with a warning.
@@ -75,46 +74,13 @@ pub async fn read_line_capped<R: AsyncBufRead + Unpin>(
     }
 }
 
-enum Outcome {
-    Shutdown,
-    Failed(String),
-}
-
 /// Runs the upstream until `shutdown`: start, handshake, serve, and restart with backoff.
 pub async fn supervise(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToken) {
-    let mut schedule = super::backoff();
-    loop {
-        up.update_status(|s| {
-            s.state = State::Connecting;
-            s.next_retry_at = None;
-        });
-        let started = tokio::time::Instant::now();
-        let reason = match run_once(&up, &spec, &shutdown).await {
-            Outcome::Shutdown => {
-                up.update_status(|s| s.state = State::Stopped);
-                return;
-            }
-            Outcome::Failed(reason) => reason,
-        };
-        if started.elapsed() >= STABLE_AFTER {
-            schedule = super::backoff();
-        }
-        let delay = schedule.next().unwrap_or(Duration::from_secs(60));
-        tracing::warn!(upstream = %up.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "upstream down; reconnecting");
-        up.update_status(|s| {
-            s.state = State::Backoff;
-            s.last_error = Some(reason);
-            s.next_retry_at = Some(SystemTime::now() + delay);
-        });
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = up.wake.notified() => {}
-            () = shutdown.cancelled() => {
-                up.update_status(|s| { s.state = State::Stopped; s.next_retry_at = None; });
-                return;
-            }
-        }
-    }
+    let (u, stop) = (up.clone(), shutdown.clone());
+    supervisor::supervise(up, shutdown, move || {
+        run_once(u.clone(), spec.clone(), stop.clone())
+    })
+    .await;
 }
 
 fn spawn_child(spec: &StdioSpec) -> std::io::Result<Child> {
@@ -132,19 +98,21 @@ fn spawn_child(spec: &StdioSpec) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-async fn run_once(up: &Arc<Upstream>, spec: &StdioSpec, shutdown: &CancellationToken) -> Outcome {
-    let mut child = match spawn_child(spec) {
+async fn run_once(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToken) -> Outcome {
+    let failed = |reason: String, ready_since: Option<tokio::time::Instant>| Outcome::Failed {
+        reason,
+        was_ready_for: ready_since.map(|t| t.elapsed()).unwrap_or_default(),
+    };
+    let mut child = match spawn_child(&spec) {
         Ok(c) => c,
-        Err(e) => {
-            return Outcome::Failed(format!("cannot start `{}`: {e}", spec.command));
-        }
+        Err(e) => return failed(format!("cannot start `{}`: {e}", spec.command), None),
     };
     let pid = child.id();
     tracing::info!(upstream = %up.name, pid, command = %spec.command, "started stdio upstream");
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Outcome::Failed("child has no stdio pipes".into());
+        return failed("child has no stdio pipes".into(), None);
     };
 
     let name = up.name.clone();
@@ -157,15 +125,25 @@ async fn run_once(up: &Arc<Upstream>, spec: &StdioSpec, shutdown: &CancellationT
     let mut reader = tokio::spawn(read_stdout(up.clone(), peer.clone(), stdout));
 
     up.update_status(|s| s.state = State::Initializing);
-    let handshake = handshake(up, &peer, spec.startup_timeout);
+    let handshake = handshake(&up, &peer, up.timeouts.startup);
     tokio::pin!(handshake);
     let mut initializing = true;
+    let mut ready_since = None;
+    let (ping_failed_tx, mut ping_failed) = tokio::sync::oneshot::channel();
+    let mut ping_failed_tx = Some(ping_failed_tx);
+    let mut ping_armed = true;
+    let mut keepalive = None;
     let reason = loop {
         tokio::select! {
             result = &mut handshake, if initializing => {
                 initializing = false;
                 match result {
                     Ok(()) => {
+                        ready_since = Some(tokio::time::Instant::now());
+                        if let Some(tx) = ping_failed_tx.take() {
+                            let t = &up.timeouts;
+                            keepalive = Some(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
+                        }
                         up.set_conn(Some(peer.clone()));
                         up.update_status(|s| {
                             s.state = State::Ready;
@@ -190,9 +168,18 @@ async fn run_once(up: &Arc<Upstream>, spec: &StdioSpec, shutdown: &CancellationT
                     _ => "process closed its stdout".into(),
                 };
             }
+            result = &mut ping_failed, if ping_armed => {
+                ping_armed = false;
+                if let Ok(reason) = result {
+                    break reason;
+                }
+            }
             () = shutdown.cancelled() => {
                 up.set_conn(None);
                 peer.close("the bridge is shutting down");
+                if let Some(k) = keepalive {
+                    k.abort();
+                }
                 stop_child(&mut child, pid, &close_stdin).await;
                 return Outcome::Shutdown;
             }
@@ -201,8 +188,11 @@ async fn run_once(up: &Arc<Upstream>, spec: &StdioSpec, shutdown: &CancellationT
     up.set_conn(None);
     peer.close(&format!("{reason}; reconnecting"));
     reader.abort();
+    if let Some(k) = keepalive {
+        k.abort();
+    }
     stop_child(&mut child, pid, &close_stdin).await;
-    Outcome::Failed(reason)
+    failed(reason, ready_since)
 }
 
 /// Closes stdin, then SIGTERM, then SIGKILL, each after a grace period; signals reach the whole
@@ -286,6 +276,7 @@ async fn read_stdout(up: Arc<Upstream>, peer: Arc<RpcPeer>, stdout: tokio::proce
 
 /// Routes one message from the upstream.
 fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
+    peer.heard();
     match jsonrpc::classify(&msg) {
         Kind::Response { id } => {
             let id = id.clone();
@@ -305,7 +296,7 @@ fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
             "notifications/tools/list_changed" => {
                 let (up, peer) = (up.clone(), peer.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = refresh_tools(&up, &peer, Duration::from_secs(30)).await {
+                    if let Err(e) = refresh_tools(&up, &peer, up.timeouts.startup).await {
                         tracing::warn!(upstream = %up.name, error = %e, "re-listing tools failed");
                     }
                 });

@@ -2,11 +2,13 @@
 //!
 //! Flags: `--name NAME` (used in answers and serverInfo), `--page-size N` (paginate tools/list),
 //! `--extra-tools N` (tools `t0..tN-1`), `--weird-names` (tools whose names need sanitising),
-//! `--exit-on-start CODE` (exit before answering anything).
+//! `--exit-on-start CODE` (exit before answering anything), `--slow-start MS` (sleep before
+//! reading stdin), `--crash-after N` (exit after N tool calls).
 //!
 //! Tools: `echo {message}` → "[NAME] message"; `whoami` → "NAME pid=PID"; `exit {code}` → the
 //! process exits without answering; `sleep {ms}` → answers after a delay; `add_tool {name}` →
-//! adds a tool and sends `notifications/tools/list_changed`.
+//! adds a tool and sends `notifications/tools/list_changed`; `touch_list` sends list_changed
+//! without changing anything; `hang` stops reading and answering altogether.
 
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ struct Opts {
     page_size: usize,
     extra: usize,
     weird: bool,
+    crash_after: Option<u64>,
 }
 
 fn parse_args() -> Opts {
@@ -26,6 +29,7 @@ fn parse_args() -> Opts {
         page_size: 0,
         extra: 0,
         weird: false,
+        crash_after: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -34,6 +38,11 @@ fn parse_args() -> Opts {
             "--page-size" => o.page_size = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--extra-tools" => o.extra = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--weird-names" => o.weird = true,
+            "--crash-after" => o.crash_after = args.next().and_then(|v| v.parse().ok()),
+            "--slow-start" => {
+                let ms = args.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             "--exit-on-start" => {
                 let code = args.next().and_then(|v| v.parse().ok()).unwrap_or(1);
                 eprintln!("fixture exiting at start with {code}");
@@ -70,7 +79,10 @@ fn main() {
         tool("exit", "exit the process"),
         tool("sleep", "answer after ms"),
         tool("add_tool", "add a tool"),
+        tool("touch_list", "send list_changed without a change"),
+        tool("hang", "stop answering"),
     ];
+    let mut calls = 0u64;
     for i in 0..opts.extra {
         tools.push(tool(&format!("t{i}"), "extra"));
     }
@@ -126,6 +138,11 @@ fn main() {
                 }
             }
             "tools/call" => {
+                calls += 1;
+                if opts.crash_after.is_some_and(|n| calls > n) {
+                    eprintln!("fixture {} crashing after {} calls", opts.name, calls - 1);
+                    std::process::exit(9);
+                }
                 let args = params.get("arguments").cloned().unwrap_or(json!({}));
                 match params["name"].as_str().unwrap_or("") {
                     "echo" => Ok(text(format!(
@@ -157,6 +174,18 @@ fn main() {
                             json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
                         );
                         Ok(text(format!("added {n}")))
+                    }
+                    "touch_list" => {
+                        send(
+                            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+                        );
+                        Ok(text("touched".into()))
+                    }
+                    "hang" => {
+                        eprintln!("fixture {} hanging", opts.name);
+                        loop {
+                            std::thread::park();
+                        }
                     }
                     other => Err((-32602, format!("Unknown tool: {other}"))),
                 }

@@ -1,0 +1,189 @@
+//! The warm tool cache: the last good lists of every upstream in `tools-cache.json`, so a restart
+//! (or an upstream that is down) never shows clients an empty tool surface.
+//!
+//! The file is rewritten atomically (temp file, fsync, rename, fsync of the directory), only once
+//! an upstream has produced a live list; a corrupt or unreadable file is logged and ignored,
+//! and stays untouched until then.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const FILE_NAME: &str = "tools-cache.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    #[serde(default)]
+    upstreams: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    tools: Vec<Value>,
+    /// Unix seconds of the last live list.
+    #[serde(default)]
+    updated_at: u64,
+}
+
+pub struct ToolCache {
+    path: PathBuf,
+}
+
+impl ToolCache {
+    pub fn new(config_dir: &Path) -> Self {
+        Self {
+            path: config_dir.join(FILE_NAME),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the cached tool lists by upstream name. Never fails: problems are logged and give
+    /// an empty cache.
+    pub fn load(&self) -> BTreeMap<String, Vec<Value>> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot read the tool cache; starting without it");
+                return BTreeMap::new();
+            }
+        };
+        match serde_json::from_slice::<CacheFile>(&bytes) {
+            Ok(f) if f.version == VERSION => {
+                f.upstreams.into_iter().map(|(k, v)| (k, v.tools)).collect()
+            }
+            Ok(f) => {
+                tracing::warn!(file = %self.path.display(), version = f.version, "tool cache has an unknown version; ignoring it");
+                BTreeMap::new()
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "tool cache is corrupt; ignoring it until a good list replaces it");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Serialises the lists; `None` if nothing changed since `previous`.
+    pub fn render(lists: &BTreeMap<String, Vec<Value>>) -> Vec<u8> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let file = CacheFile {
+            version: VERSION,
+            upstreams: lists
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        Entry {
+                            tools: v.clone(),
+                            updated_at: now,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        serde_json::to_vec_pretty(&file).unwrap_or_default()
+    }
+
+    pub fn store(&self, bytes: &[u8]) -> std::io::Result<()> {
+        write_atomic(&self.path, bytes, 0o600)
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the new one, never a torn one,
+/// and the new one survives a crash once this returns.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mut attempt = 0u32;
+    let (tmp, mut file) = loop {
+        let tmp = dir.join(format!(".{name}.tmp-{}-{attempt}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let result = (|| {
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mcpb-cache-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn roundtrip_and_mode() {
+        let d = dir("rt");
+        let c = ToolCache::new(&d);
+        assert!(c.load().is_empty());
+        let mut lists = BTreeMap::new();
+        lists.insert("a".to_owned(), vec![json!({"name": "t", "x": 1})]);
+        c.store(&ToolCache::render(&lists)).unwrap();
+        assert_eq!(c.load(), lists);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(c.path()).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn corrupt_file_is_ignored_and_left_alone() {
+        let d = dir("corrupt");
+        let c = ToolCache::new(&d);
+        std::fs::write(c.path(), b"{ not json").unwrap();
+        assert!(c.load().is_empty());
+        assert_eq!(std::fs::read(c.path()).unwrap(), b"{ not json");
+        std::fs::write(c.path(), br#"{"version": 99, "upstreams": {}}"#).unwrap();
+        assert!(c.load().is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
