@@ -308,7 +308,7 @@ pub fn parse_file(
         };
         let d = Timing::default();
         let secs = |v: Option<f64>, default: f64, key: &str| match v {
-            Some(x) if x.is_finite() && x >= 0.0 && x <= 86_400.0 => Ok(x),
+            Some(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
             Some(x) => Err(invalid(
                 entry_line,
                 format!("upstream {name:?}: {key} = {x} must be between 0 and 86400"),
