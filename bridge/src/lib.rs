@@ -86,6 +86,7 @@ pub async fn serve(
         endpoint,
         started: SystemTime::now(),
         shutdown: stop.clone(),
+        list_changes: Default::default(),
     });
     tokio::spawn(server::forward_list_changes(bridge.clone()));
     let idle = Duration::from_secs(config.server.session_idle_secs.max(1));

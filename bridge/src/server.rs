@@ -33,6 +33,8 @@ pub struct Bridge {
     pub started: SystemTime,
     /// Ends open SSE streams so a graceful shutdown does not wait on them forever.
     pub shutdown: CancellationToken,
+    /// How many times `notifications/tools/list_changed` was broadcast.
+    pub list_changes: std::sync::atomic::AtomicU64,
 }
 
 pub fn router(
@@ -73,6 +75,9 @@ pub async fn forward_list_changes(bridge: Arc<Bridge>) {
             changed = rx.changed() => if changed.is_err() { return },
             () = bridge.shutdown.cancelled() => return,
         }
+        bridge
+            .list_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for s in bridge.sessions.all() {
             s.push(&note);
         }
@@ -449,6 +454,7 @@ pub fn status_json(bridge: &Bridge) -> Value {
         "uptime_secs": bridge.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
         "sessions": bridge.sessions.len(),
         "tools": catalog.len(),
+        "list_changed_sent": bridge.list_changes.load(std::sync::atomic::Ordering::Relaxed),
         "upstreams": upstreams,
     })
 }

@@ -107,14 +107,24 @@ pub struct Bridge {
     pub url: String,
     pub base: String,
     pub port: u16,
+    /// The config directory.
+    pub dir: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
-    _dir: Option<TempDir>,
+    _owned: Option<TempDir>,
 }
 
 pub struct BridgeBuilder {
     env: Vec<(String, String)>,
     config: Option<String>,
-    dir: Option<TempDir>,
+    dir: Option<PathBuf>,
+}
+
+/// What `BridgeBuilder::spawn` started.
+pub struct Spawned {
+    pub child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub dir: PathBuf,
+    pub owned: Option<TempDir>,
 }
 
 impl BridgeBuilder {
@@ -128,17 +138,29 @@ impl BridgeBuilder {
         self
     }
 
+    /// Uses an existing config directory (kept after the bridge stops) instead of a new one.
+    pub fn in_dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Starts the process; does not wait for it to listen.
-    pub fn spawn(mut self) -> (Child, Arc<Mutex<Vec<String>>>, TempDir) {
-        let dir = self.dir.take().unwrap_or_else(|| TempDir::new("bridge"));
+    pub fn spawn(self) -> Spawned {
+        let (dir, owned) = match self.dir {
+            Some(d) => (d, None),
+            None => {
+                let t = TempDir::new("bridge");
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
         if let Some(c) = &self.config {
-            dir.write("config.toml", c);
+            std::fs::write(dir.join("config.toml"), c).unwrap();
         }
         let mut cmd = Command::new(bin("mcp-bridge"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env("MCP_BRIDGE_CONFIG_DIR", dir.path())
+            .env("HOME", &dir)
+            .env("MCP_BRIDGE_CONFIG_DIR", &dir)
             .env("MCP_BRIDGE_PORT", "0")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -157,12 +179,22 @@ impl BridgeBuilder {
                 sink.lock().unwrap().push(line);
             }
         });
-        (child, logs, dir)
+        Spawned {
+            child,
+            logs,
+            dir,
+            owned,
+        }
     }
 
     /// Starts the bridge and waits until it listens.
     pub async fn start(self) -> Bridge {
-        let (child, logs, dir) = self.spawn();
+        let Spawned {
+            child,
+            logs,
+            dir,
+            owned,
+        } = self.spawn();
         let url = wait_for(
             "the bridge to listen",
             Duration::from_secs(20),
@@ -184,8 +216,9 @@ impl BridgeBuilder {
             url,
             base,
             port,
+            dir,
             logs,
-            _dir: Some(dir),
+            _owned: owned,
         }
     }
 }
@@ -404,6 +437,17 @@ impl Client {
             .await;
         assert_eq!(n.status, 202);
         c
+    }
+
+    /// Another handle on the same session (for concurrent requests from a spawned task).
+    pub fn fork(&self) -> Self {
+        Self {
+            http: self.http.clone(),
+            url: self.url.clone(),
+            session: self.session.clone(),
+            init: self.init.clone(),
+            next: AtomicU64::new(self.next.load(Ordering::Relaxed) + 1_000_000),
+        }
     }
 
     pub async fn post_raw(

@@ -355,13 +355,18 @@ async fn no_upstreams_serves_the_labelled_demo() {
 
 #[tokio::test]
 async fn bad_config_names_file_and_line() {
-    let (mut child, logs, dir) = Bridge::builder()
+    let Spawned {
+        mut child,
+        logs,
+        dir,
+        owned: _keep,
+    } = Bridge::builder()
         .config("[[upstream]]\nname = \"ok\"\ncommand = \"x\"\nbogus = 1\n")
         .spawn();
     let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(!status.success());
     let text = logs_when_closed(&logs);
-    let file = dir.path().join("config.toml");
+    let file = dir.join("config.toml");
     assert!(
         text.contains(&file.display().to_string()) && text.contains("line 4"),
         "{text}"

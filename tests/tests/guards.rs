@@ -278,7 +278,12 @@ async fn idle_sessions_expire() {
 
 #[tokio::test]
 async fn non_loopback_bind_needs_a_token_and_then_requires_it() {
-    let (mut child, logs, _dir) = Bridge::builder().env("MCP_BRIDGE_HOST", "0.0.0.0").spawn();
+    let Spawned {
+        mut child,
+        logs,
+        owned: _keep,
+        ..
+    } = Bridge::builder().env("MCP_BRIDGE_HOST", "0.0.0.0").spawn();
     let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(!status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -157,6 +157,7 @@ fn main() {
                     }
                     "sleep" => {
                         let ms = args["ms"].as_u64().unwrap_or(100);
+                        eprintln!("fixture {} sleeping {ms} ms", opts.name);
                         let send = send.clone();
                         let name = opts.name.clone();
                         std::thread::spawn(move || {

@@ -1,0 +1,348 @@
+//! Upstream lifecycle end to end: crashes, backoff, keepalive, the warm cache, list_changed
+//! accounting, and config reload.
+
+use std::time::{Duration, Instant};
+
+use mcp_bridge_tests::*;
+use serde_json::{Value, json};
+
+fn pid_of(resp: &Value) -> u32 {
+    text_of(resp)
+        .split("pid=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no pid in {resp}"))
+        .parse()
+        .unwrap()
+}
+
+fn upstream<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn kill_9_of_a_child_mid_call_fails_fast_and_recovers() {
+    let b = Bridge::builder()
+        .config(&fixture_entry("alpha", &[]))
+        .start()
+        .await;
+    b.wait_ready(1).await;
+    let c = b.client().await;
+    let pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
+    let slow = {
+        let c = c.fork();
+        tokio::spawn(async move { c.call_tool("alpha__sleep", json!({"ms": 60_000})).await })
+    };
+    b.wait_log("the call reached the child", |l| {
+        l.contains("fixture alpha sleeping 60000")
+    })
+    .await;
+    let killed = Instant::now();
+    signal(pid as i32, libc::SIGKILL);
+    let r = tokio::time::timeout(Duration::from_secs(20), slow)
+        .await
+        .expect("the in-flight call did not hang")
+        .unwrap();
+    let failed_after = killed.elapsed();
+    let msg = r["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(msg.contains("alpha") && msg.contains("reconnecting"), "{r}");
+    // The next call waits for the reconnect and succeeds on a new process.
+    let r = c.call_tool("alpha__whoami", json!({})).await;
+    let back_after = killed.elapsed();
+    assert_ne!(pid_of(&r), pid);
+    eprintln!(
+        "MEASURED: child death -> failed in-flight call {:.1} ms; death -> first successful call {:.1} ms",
+        failed_after.as_secs_f64() * 1e3,
+        back_after.as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::test]
+async fn a_child_that_always_crashes_backs_off_and_others_are_unaffected() {
+    let config = fixture_entry("alpha", &["--exit-on-start", "1"]) + &fixture_entry("beta", &[]);
+    let b = Bridge::builder().config(&config).start().await;
+    let c = b.client().await;
+    let status = wait_for(
+        "alpha to fail four times",
+        Duration::from_secs(30),
+        async || {
+            let s = b.status().await;
+            (upstream(&s, "alpha")["failures"].as_u64()? >= 4).then_some(s)
+        },
+    )
+    .await;
+    let alpha = upstream(&status, "alpha");
+    assert!(
+        alpha["backoff_ceiling_ms"].as_u64().unwrap() >= 2000,
+        "{alpha}"
+    );
+    assert!(
+        alpha["last_error"].as_str().unwrap().contains("exited"),
+        "{alpha}"
+    );
+    assert!(alpha["next_retry_at"].is_number(), "{alpha}");
+    assert_eq!(
+        text_of(&c.call_tool("beta__echo", json!({"message": "fine"})).await),
+        "[beta] fine"
+    );
+    let h = reqwest::get(format!("{}/healthz", b.base)).await.unwrap();
+    assert_eq!(h.status(), 200);
+}
+
+#[tokio::test]
+async fn a_hung_upstream_is_detected_by_ping() {
+    let config =
+        fixture_entry("alpha", &[]) + "ping_interval_secs = 0.3\nping_timeout_secs = 0.5\n";
+    let b = Bridge::builder().config(&config).start().await;
+    b.wait_ready(1).await;
+    let c = b.client().await;
+    let pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        c.call_tool("alpha__hang", json!({})),
+    )
+    .await
+    .expect("the call to the hung upstream ended");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("hung"),
+        "{r}"
+    );
+    b.wait_log("ping failure logged", |l| {
+        l.contains("upstream=alpha") && l.contains("looks hung")
+    })
+    .await;
+    let again = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
+    assert_ne!(again, pid);
+    wait_for(
+        "the hung child to be killed",
+        Duration::from_secs(10),
+        async || (!alive(pid)).then_some(()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn start_with_the_upstream_down_serves_cached_tools() {
+    let dir = TempDir::new("cache");
+    {
+        let mut b = Bridge::builder()
+            .in_dir(dir.path())
+            .config(&fixture_entry("alpha", &[]))
+            .start()
+            .await;
+        b.wait_ready(1).await;
+        let cache = dir.path().join("tools-cache.json");
+        wait_for("the cache file", Duration::from_secs(10), async || {
+            std::fs::read_to_string(&cache)
+                .ok()
+                .filter(|t| t.contains("\"whoami\""))
+                .map(|_| ())
+        })
+        .await;
+        assert!(b.terminate().success());
+    }
+    let broken = fixture_entry("alpha", &["--exit-on-start", "1"]) + "reconnect_wait_secs = 0.5\n";
+    let b = Bridge::builder()
+        .in_dir(dir.path())
+        .config(&broken)
+        .start()
+        .await;
+    // At once, before any handshake could have finished.
+    let c = b.client().await;
+    let names = c.tool_names().await;
+    assert!(names.contains(&"alpha__echo".to_owned()), "{names:?}");
+    let r = c.call_tool("alpha__echo", json!({"message": "x"})).await;
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("alpha"),
+        "{r}"
+    );
+    let s = b.status().await;
+    assert_ne!(upstream(&s, "alpha")["state"], "ready");
+    assert_eq!(upstream(&s, "alpha")["tools"], 7);
+    // The cache keeps alpha's list while it is down.
+    let text = std::fs::read_to_string(dir.path().join("tools-cache.json")).unwrap();
+    assert!(text.contains("\"whoami\""));
+}
+
+#[tokio::test]
+async fn a_corrupt_cache_is_ignored_and_replaced_only_by_a_good_list() {
+    let dir = TempDir::new("corrupt");
+    let cache = dir.write("tools-cache.json", "{ this is not json");
+    let b = Bridge::builder()
+        .in_dir(dir.path())
+        .config(&fixture_entry("alpha", &["--exit-on-start", "1"]))
+        .start()
+        .await;
+    b.wait_log("corruption logged", |l| l.contains("tool cache is corrupt"))
+        .await;
+    wait_for("two failed starts", Duration::from_secs(20), async || {
+        (upstream(&b.status().await, "alpha")["failures"].as_u64()? >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&cache).unwrap(),
+        "{ this is not json"
+    );
+    // A working upstream arrives by reload; its list replaces the corrupt file.
+    std::fs::write(dir.path().join("config.toml"), fixture_entry("alpha", &[])).unwrap();
+    signal(b.pid(), libc::SIGHUP);
+    wait_for("a good cache file", Duration::from_secs(20), async || {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&cache).ok()?).ok()?;
+        v["upstreams"]["alpha"]["tools"]
+            .as_array()
+            .filter(|t| !t.is_empty())
+            .map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_changed_is_sent_once_per_real_change() {
+    let b = Bridge::builder()
+        .config(&fixture_entry("alpha", &[]))
+        .start()
+        .await;
+    b.wait_ready(1).await;
+    let c = b.client().await;
+    let base = b.status().await["list_changed_sent"].as_u64().unwrap();
+    let sent = async || b.status().await["list_changed_sent"].as_u64().unwrap() - base;
+
+    c.call_tool("alpha__add_tool", json!({"name": "first"}))
+        .await;
+    wait_for("first change", Duration::from_secs(10), async || {
+        c.tool_names()
+            .await
+            .contains(&"alpha__first".to_owned())
+            .then_some(())
+    })
+    .await;
+    // A list_changed without a change, and a restart that brings back the same list.
+    c.call_tool("alpha__touch_list", json!({})).await;
+    let pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
+    c.call_tool("alpha__exit", json!({})).await;
+    let again = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
+    assert_ne!(pid, again);
+    // The restarted fixture lost its added tool: that is a real change (the list shrank).
+    wait_for("first to vanish", Duration::from_secs(10), async || {
+        (!c.tool_names().await.contains(&"alpha__first".to_owned())).then_some(())
+    })
+    .await;
+    c.call_tool("alpha__add_tool", json!({"name": "first"}))
+        .await;
+    wait_for("first back", Duration::from_secs(10), async || {
+        c.tool_names()
+            .await
+            .contains(&"alpha__first".to_owned())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        sent().await,
+        3,
+        "one notification per real change: add, shrink on restart, add"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_with_the_same_list_sends_no_list_changed() {
+    let b = Bridge::builder()
+        .config(&fixture_entry("alpha", &[]))
+        .start()
+        .await;
+    b.wait_ready(1).await;
+    let c = b.client().await;
+    let before = b.status().await["list_changed_sent"].as_u64().unwrap();
+    let pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
+    c.call_tool("alpha__exit", json!({})).await;
+    assert_ne!(pid_of(&c.call_tool("alpha__whoami", json!({})).await), pid);
+    c.call_tool("alpha__touch_list", json!({})).await;
+    // A real change afterwards proves the counter is live; the restart and touch added nothing.
+    c.call_tool("alpha__add_tool", json!({"name": "marker"}))
+        .await;
+    wait_for("marker", Duration::from_secs(10), async || {
+        c.tool_names()
+            .await
+            .contains(&"alpha__marker".to_owned())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        b.status().await["list_changed_sent"].as_u64().unwrap() - before,
+        1
+    );
+}
+
+#[tokio::test]
+async fn sighup_reload_starts_stops_and_keeps_upstreams() {
+    let b = Bridge::builder()
+        .config(&fixture_entry("alpha", &[]))
+        .start()
+        .await;
+    b.wait_ready(1).await;
+    let c = b.client().await;
+    let alpha_pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
+    let config = b.dir.join("config.toml");
+
+    std::fs::write(
+        &config,
+        fixture_entry("alpha", &[]) + &fixture_entry("beta", &[]),
+    )
+    .unwrap();
+    signal(b.pid(), libc::SIGHUP);
+    b.wait_ready(2).await;
+    assert_eq!(
+        text_of(&c.call_tool("beta__echo", json!({"message": "new"})).await),
+        "[beta] new"
+    );
+    assert_eq!(
+        pid_of(&c.call_tool("alpha__whoami", json!({})).await),
+        alpha_pid,
+        "untouched upstream kept its process"
+    );
+    let beta_pid = pid_of(&c.call_tool("beta__whoami", json!({})).await);
+
+    std::fs::write(&config, fixture_entry("beta", &["--extra-tools", "1"])).unwrap();
+    signal(b.pid(), libc::SIGHUP);
+    wait_for(
+        "alpha gone and beta changed",
+        Duration::from_secs(20),
+        async || {
+            let names = c.tool_names().await;
+            (!names.iter().any(|n| n.starts_with("alpha__"))
+                && names.contains(&"beta__t0".to_owned()))
+            .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "alpha's process stopped",
+        Duration::from_secs(10),
+        async || (!alive(alpha_pid)).then_some(()),
+    )
+    .await;
+    assert_ne!(
+        pid_of(&c.call_tool("beta__whoami", json!({})).await),
+        beta_pid,
+        "changed upstream restarted"
+    );
+
+    // A broken file is refused and the running configuration stays.
+    std::fs::write(&config, "[[upstream]]\nname = 'x'\n").unwrap();
+    signal(b.pid(), libc::SIGHUP);
+    b.wait_log("reload refused", |l| {
+        l.contains("keeping the running configuration") && l.contains("line 1")
+    })
+    .await;
+    assert_eq!(
+        text_of(&c.call_tool("beta__echo", json!({"message": "still"})).await),
+        "[beta] still"
+    );
+}
