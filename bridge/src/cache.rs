@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use crate::upstream::Lists;
 
 pub const FILE_NAME: &str = "tools-cache.json";
 const VERSION: u32 = 1;
@@ -26,8 +27,9 @@ struct CacheFile {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
-    tools: Vec<Value>,
-    /// Unix seconds of the last live list.
+    #[serde(flatten)]
+    lists: Lists,
+    /// Unix seconds of the last write.
     #[serde(default)]
     updated_at: u64,
 }
@@ -49,7 +51,7 @@ impl ToolCache {
 
     /// Reads the cached tool lists by upstream name. Never fails: problems are logged and give
     /// an empty cache.
-    pub fn load(&self) -> BTreeMap<String, Vec<Value>> {
+    pub fn load(&self) -> BTreeMap<String, Lists> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
@@ -60,7 +62,7 @@ impl ToolCache {
         };
         match serde_json::from_slice::<CacheFile>(&bytes) {
             Ok(f) if f.version == VERSION => {
-                f.upstreams.into_iter().map(|(k, v)| (k, v.tools)).collect()
+                f.upstreams.into_iter().map(|(k, v)| (k, v.lists)).collect()
             }
             Ok(f) => {
                 tracing::warn!(file = %self.path.display(), version = f.version, "tool cache has an unknown version; ignoring it");
@@ -73,8 +75,8 @@ impl ToolCache {
         }
     }
 
-    /// Serialises the lists; `None` if nothing changed since `previous`.
-    pub fn render(lists: &BTreeMap<String, Vec<Value>>) -> Vec<u8> {
+    /// Serialises the lists of every upstream.
+    pub fn render(lists: &BTreeMap<String, Lists>) -> Vec<u8> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -87,7 +89,7 @@ impl ToolCache {
                     (
                         k.clone(),
                         Entry {
-                            tools: v.clone(),
+                            lists: v.clone(),
                             updated_at: now,
                         },
                     )
@@ -158,7 +160,12 @@ mod tests {
         let c = ToolCache::new(&d);
         assert!(c.load().is_empty());
         let mut lists = BTreeMap::new();
-        lists.insert("a".to_owned(), vec![json!({"name": "t", "x": 1})]);
+        let l = Lists {
+            tools: vec![json!({"name": "t", "x": 1})],
+            capabilities: json!({"tools": {}}),
+            ..Default::default()
+        };
+        lists.insert("a".to_owned(), l);
         c.store(&ToolCache::render(&lists)).unwrap();
         assert_eq!(c.load(), lists);
         use std::os::unix::fs::PermissionsExt;

@@ -8,6 +8,10 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
+/// Cancelled by the client (the code LSP uses; MCP defines none).
+pub const REQUEST_CANCELLED: i64 = -32800;
+/// MCP: the resource does not exist.
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
 /// Server-defined: the upstream that owns the request is not available right now.
 pub const UPSTREAM_UNAVAILABLE: i64 = -32000;
 /// Server-defined (as in the TypeScript SDK): the session id is unknown or expired.

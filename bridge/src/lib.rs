@@ -72,21 +72,18 @@ pub async fn serve(
         config.server.allow_loopback_origins,
         options.inbound_token,
     )?;
-    let demo = if config.upstreams.is_empty() {
-        options.demo_command
-    } else {
-        None
-    };
-    let registry = registry::Registry::start(&config, demo);
+    let sessions = Arc::new(session::Sessions::default());
+    let registry = registry::Registry::start(&config, options.demo_command, sessions.clone());
     let stop = CancellationToken::new();
     let endpoint = format!("http://{local}{}", config.mcp_path);
     let bridge = Arc::new(server::Bridge {
         registry: registry.clone(),
-        sessions: session::Sessions::default(),
+        sessions,
         endpoint,
         started: SystemTime::now(),
         shutdown: stop.clone(),
         list_changes: Default::default(),
+        streams: Default::default(),
     });
     tokio::spawn(server::forward_list_changes(bridge.clone()));
     let idle = Duration::from_secs(config.server.session_idle_secs.max(1));

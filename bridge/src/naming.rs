@@ -70,6 +70,36 @@ pub fn disambiguate(preferred: &str, upstream: &str, tool: &str, attempt: u32) -
     head + &suffix
 }
 
+/// The URI-scheme prefix of an upstream's resources: `<prefix>+<original URI>` keeps every
+/// exposed URI a valid URI (scheme characters are letters, digits, `+`, `-`, `.`), so `_`
+/// becomes `.` and a leading non-letter gets a `u`. Empty prefix = URIs unchanged.
+pub fn uri_prefix(prefix: &str) -> String {
+    let mut out: String = prefix
+        .chars()
+        .map(|c| if c == '_' { '.' } else { c })
+        .collect();
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) && !out.is_empty() {
+        out.insert(0, 'u');
+    }
+    out
+}
+
+/// The URI (or URI template) clients see for `uri` from an upstream with `prefix`.
+pub fn expose_uri(prefix: &str, uri: &str) -> String {
+    if prefix.is_empty() {
+        uri.to_owned()
+    } else {
+        format!("{}+{uri}", uri_prefix(prefix))
+    }
+}
+
+/// Splits an exposed URI into its scheme prefix and the original URI, if it has one.
+pub fn split_uri(uri: &str) -> Option<(&str, &str)> {
+    let colon = uri.find(':')?;
+    let plus = uri[..colon].find('+')?;
+    Some((&uri[..plus], &uri[plus + 1..]))
+}
+
 pub fn is_valid(name: &str) -> bool {
     (1..=MAX_LEN).contains(&name.len())
         && name
@@ -91,6 +121,19 @@ mod tests {
         );
         assert_eq!(expose("", ""), "_");
         assert_eq!(expose("x", "ünï"), "x___n_");
+    }
+
+    #[test]
+    fn uris_round_trip() {
+        assert_eq!(expose_uri("", "test://x"), "test://x");
+        assert_eq!(expose_uri("my_fs", "file:///a b"), "my.fs+file:///a b");
+        assert_eq!(expose_uri("9z", "x:y"), "u9z+x:y");
+        assert_eq!(
+            split_uri("my.fs+file:///a+b"),
+            Some(("my.fs", "file:///a+b"))
+        );
+        assert_eq!(split_uri("file:///a+b"), None);
+        assert_eq!(split_uri("no-colon+x"), None);
     }
 
     #[test]

@@ -16,12 +16,15 @@ use crate::cache::ToolCache;
 use crate::jsonrpc::{self, RpcError};
 use crate::naming;
 use crate::upstream::stdio::{self, StdioSpec};
-use crate::upstream::{CallError, State, Timeouts, Upstream};
+use crate::upstream::{
+    CallError, Downstream, ListKind, Lists, RequestContext, State, Timeouts, Upstream,
+};
 
-/// Where an exposed tool name leads.
+/// Where an exposed tool or prompt name leads.
 #[derive(Clone)]
 pub struct Route {
     pub upstream: Arc<Upstream>,
+    /// The name at the upstream.
     pub tool: String,
 }
 
@@ -31,12 +34,69 @@ impl std::fmt::Debug for Route {
     }
 }
 
-/// An immutable snapshot of every upstream's tools under their exposed names.
+fn raw(v: Value) -> Box<RawValue> {
+    // A `Value` always serialises to valid JSON, so the fallback is never taken.
+    RawValue::from_string(v.to_string()).unwrap_or_default()
+}
+
+/// An immutable snapshot of everything the upstreams serve, under the names and URIs clients
+/// see. List results are serialised once per change, so list requests cost a copy.
 #[derive(Debug)]
 pub struct Catalog {
-    /// `{"tools":[...]}`, serialised once per change so `tools/list` costs a copy.
-    pub list_result: Box<RawValue>,
+    pub tools_result: Box<RawValue>,
+    pub prompts_result: Box<RawValue>,
+    pub resources_result: Box<RawValue>,
+    pub templates_result: Box<RawValue>,
+    /// Exposed tool name → owner.
     pub routes: HashMap<String, Route>,
+    /// Exposed prompt name → owner.
+    pub prompts: HashMap<String, Route>,
+    /// URI scheme prefix (see `naming::uri_prefix`) → owner.
+    uri_prefixes: HashMap<String, Arc<Upstream>>,
+    /// Original resource URIs of listed resources → owner, for URIs clients got unprefixed
+    /// (for example from a tool result's resource link).
+    plain_uris: HashMap<String, Arc<Upstream>>,
+    /// Literal heads of resource templates → owner.
+    template_heads: Vec<(String, Arc<Upstream>)>,
+    /// Upstreams that serve resources at all.
+    resource_owners: Vec<Arc<Upstream>>,
+    /// The server capabilities the bridge can honestly announce.
+    pub capabilities: Value,
+}
+
+/// Exposes the named items (tools or prompts) of every upstream, resolving clashes.
+fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind) -> (Vec<Value>, HashMap<String, Route>) {
+    let mut routes = HashMap::new();
+    let mut items = Vec::new();
+    for up in upstreams {
+        let lists = up.lists();
+        for item in kind.get(&lists) {
+            let Some(original) = item.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let preferred = naming::expose(&up.prefix, original);
+            let mut exposed = preferred.clone();
+            let mut attempt = 0;
+            while routes.contains_key(&exposed) {
+                attempt += 1;
+                exposed = naming::disambiguate(&preferred, &up.name, original, attempt);
+            }
+            if attempt > 0 {
+                tracing::warn!(upstream = %up.name, name = %original, exposed = %exposed, kind = kind.key(), "name collision; exposing under a disambiguated name");
+            }
+            let mut item = item.clone();
+            item["name"] = Value::String(exposed.clone());
+            items.push(item);
+            routes.insert(
+                exposed,
+                Route {
+                    upstream: up.clone(),
+                    tool: original.to_owned(),
+                },
+            );
+        }
+    }
+    (items, routes)
 }
 
 impl Catalog {
@@ -44,45 +104,113 @@ impl Catalog {
         Self::build(&[])
     }
 
-    /// Merges tool lists in upstream order. A name clash is resolved deterministically: the
-    /// earlier upstream (config order), then the earlier tool, keeps the plain name; later ones
-    /// get a stable hash suffix. Nothing is dropped.
+    /// Merges lists in upstream order. A name clash is resolved deterministically: the earlier
+    /// upstream (config order), then the earlier item, keeps the plain name; later ones get a
+    /// stable hash suffix. Nothing is dropped. URIs get the upstream's scheme prefix.
     pub fn build(upstreams: &[Arc<Upstream>]) -> Self {
-        let mut routes = HashMap::new();
-        let mut tools = Vec::new();
+        let (tools, routes) = name_items(upstreams, ListKind::Tools);
+        let (prompt_items, prompts) = name_items(upstreams, ListKind::Prompts);
+        let mut resources = Vec::new();
+        let mut templates = Vec::new();
+        let mut uri_prefixes: HashMap<String, Arc<Upstream>> = HashMap::new();
+        let mut plain_uris = HashMap::new();
+        let mut template_heads = Vec::new();
+        let mut resource_owners = Vec::new();
+        let any = |cap: &str| upstreams.iter().any(|u| u.has_capability(cap));
         for up in upstreams {
-            for tool in up.tools().iter() {
-                let Some(original) = tool.get("name").and_then(Value::as_str) else {
+            let lists = up.lists();
+            if !up.prefix.is_empty() {
+                let p = naming::uri_prefix(&up.prefix);
+                if let Some(other) = uri_prefixes.get(&p) {
+                    tracing::warn!(upstream = %up.name, other = %other.name, "two upstreams share the resource URI prefix {p:?}; the first keeps it");
+                } else {
+                    uri_prefixes.insert(p, up.clone());
+                }
+            }
+            if up.has_capability("resources")
+                || !lists.resources.is_empty()
+                || !lists.templates.is_empty()
+            {
+                resource_owners.push(up.clone());
+            }
+            for r in &lists.resources {
+                let Some(uri) = r.get("uri").and_then(Value::as_str) else {
                     continue;
                 };
-                let preferred = naming::expose(&up.prefix, original);
-                let mut exposed = preferred.clone();
-                let mut attempt = 0;
-                while routes.contains_key(&exposed) {
-                    attempt += 1;
-                    exposed = naming::disambiguate(&preferred, &up.name, original, attempt);
+                plain_uris
+                    .entry(uri.to_owned())
+                    .or_insert_with(|| up.clone());
+                let mut r = r.clone();
+                r["uri"] = Value::String(naming::expose_uri(&up.prefix, uri));
+                resources.push(r);
+            }
+            for t in &lists.templates {
+                let Some(tpl) = t.get("uriTemplate").and_then(Value::as_str) else {
+                    continue;
+                };
+                let head = tpl.split('{').next().unwrap_or("");
+                if !head.is_empty() {
+                    template_heads.push((head.to_owned(), up.clone()));
                 }
-                if attempt > 0 {
-                    tracing::warn!(upstream = %up.name, tool = %original, exposed = %exposed, "tool name collision; exposing under a disambiguated name");
-                }
-                let mut tool = tool.clone();
-                tool["name"] = Value::String(exposed.clone());
-                tools.push(tool);
-                routes.insert(
-                    exposed,
-                    Route {
-                        upstream: up.clone(),
-                        tool: original.to_owned(),
-                    },
-                );
+                let mut t = t.clone();
+                t["uriTemplate"] = Value::String(naming::expose_uri(&up.prefix, tpl));
+                templates.push(t);
             }
         }
-        let json = serde_json::json!({ "tools": tools }).to_string();
-        // A `Value` always serialises to valid JSON, so the fallback is never taken.
-        let list_result = RawValue::from_string(json).unwrap_or_default();
+        let mut capabilities = serde_json::json!({ "tools": { "listChanged": true } });
+        if !resource_owners.is_empty() {
+            let subscribe = upstreams.iter().any(|u| {
+                u.lists().capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true))
+            });
+            capabilities["resources"] =
+                serde_json::json!({ "listChanged": true, "subscribe": subscribe });
+        }
+        if any("prompts") || !prompt_items.is_empty() {
+            capabilities["prompts"] = serde_json::json!({ "listChanged": true });
+        }
+        if any("logging") {
+            capabilities["logging"] = serde_json::json!({});
+        }
+        if any("completions") {
+            capabilities["completions"] = serde_json::json!({});
+        }
         Self {
-            list_result,
+            tools_result: raw(serde_json::json!({ "tools": tools })),
+            prompts_result: raw(serde_json::json!({ "prompts": prompt_items })),
+            resources_result: raw(serde_json::json!({ "resources": resources })),
+            templates_result: raw(serde_json::json!({ "resourceTemplates": templates })),
             routes,
+            prompts,
+            uri_prefixes,
+            plain_uris,
+            template_heads,
+            resource_owners,
+            capabilities,
+        }
+    }
+
+    /// Finds the owner of a resource URI and the URI at that upstream: by scheme prefix, then
+    /// by a listed URI, then by a template's literal head, then the only resource server.
+    pub fn route_uri(&self, uri: &str) -> Option<(Arc<Upstream>, String)> {
+        if let Some((p, original)) = naming::split_uri(uri)
+            && let Some(up) = self.uri_prefixes.get(p)
+        {
+            return Some((up.clone(), original.to_owned()));
+        }
+        if let Some(up) = self.plain_uris.get(uri) {
+            return Some((up.clone(), uri.to_owned()));
+        }
+        if let Some((_, up)) = self
+            .template_heads
+            .iter()
+            .filter(|(h, _)| uri.starts_with(h.as_str()))
+            .max_by_key(|(h, _)| h.len())
+        {
+            return Some((up.clone(), uri.to_owned()));
+        }
+        match self.resource_owners.as_slice() {
+            [only] => Some((only.clone(), uri.to_owned())),
+            _ => None,
         }
     }
 
@@ -101,6 +229,23 @@ impl Catalog {
             .filter(|r| Arc::ptr_eq(&r.upstream, up))
             .count()
     }
+
+    /// Which list notifications a change from `self` to `next` calls for.
+    pub fn changes(&self, next: &Catalog) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.tools_result.get() != next.tools_result.get() {
+            out.push("notifications/tools/list_changed");
+        }
+        if self.resources_result.get() != next.resources_result.get()
+            || self.templates_result.get() != next.templates_result.get()
+        {
+            out.push("notifications/resources/list_changed");
+        }
+        if self.prompts_result.get() != next.prompts_result.get() {
+            out.push("notifications/prompts/list_changed");
+        }
+        out
+    }
 }
 
 struct Entry {
@@ -113,13 +258,14 @@ pub struct Registry {
     entries: RwLock<Vec<Entry>>,
     catalog: watch::Sender<Arc<Catalog>>,
     tools_changed: Arc<Notify>,
+    downstream: Arc<dyn Downstream>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     cache: ToolCache,
     /// The lists read from the cache file at start, to seed upstreams (also ones added later).
-    cached: BTreeMap<String, Vec<Value>>,
+    cached: BTreeMap<String, Lists>,
     /// What was last written to the cache file, to skip rewriting the same lists.
-    last_written: Mutex<Option<BTreeMap<String, Vec<Value>>>>,
+    last_written: Mutex<Option<BTreeMap<String, Lists>>>,
     default_request: Duration,
     demo: Option<(String, Vec<String>)>,
 }
@@ -127,7 +273,11 @@ pub struct Registry {
 impl Registry {
     /// Seeds the catalog from the warm cache, then starts one supervisor per upstream and the
     /// catalog task.
-    pub fn start(config: &Config, demo: Option<(String, Vec<String>)>) -> Arc<Self> {
+    pub fn start(
+        config: &Config,
+        demo: Option<(String, Vec<String>)>,
+        downstream: Arc<dyn Downstream>,
+    ) -> Arc<Self> {
         let cache = ToolCache::new(&config.config_dir);
         let cached = cache.load();
         if !cached.is_empty() {
@@ -137,6 +287,7 @@ impl Registry {
             entries: RwLock::new(Vec::new()),
             catalog: watch::Sender::new(Arc::new(Catalog::empty())),
             tools_changed: Arc::new(Notify::new()),
+            downstream,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             cache,
@@ -231,9 +382,10 @@ impl Registry {
             transport,
             timeouts,
             self.tools_changed.clone(),
+            self.downstream.clone(),
         ));
-        if let Some(tools) = self.cached.get(&config.name) {
-            up.seed_tools(tools.clone());
+        if let Some(lists) = self.cached.get(&config.name) {
+            up.seed_lists(lists.clone());
         }
         match &config.transport {
             Transport::Stdio {
@@ -266,7 +418,7 @@ impl Registry {
     fn rebuild_catalog(&self) {
         let catalog = Catalog::build(&self.upstreams());
         self.catalog.send_if_modified(|current| {
-            if current.list_result.get() == catalog.list_result.get() {
+            if current.changes(&catalog).is_empty() {
                 false
             } else {
                 *current = Arc::new(catalog);
@@ -279,13 +431,13 @@ impl Registry {
     /// cache file is only replaced by a good one.
     async fn write_cache(&self) {
         let ups = self.upstreams();
-        if !ups.iter().any(|u| u.has_live_tools()) {
+        if !ups.iter().any(|u| u.has_live_lists()) {
             return;
         }
-        let lists: BTreeMap<String, Vec<Value>> = ups
+        let lists: BTreeMap<String, Lists> = ups
             .iter()
-            .filter(|u| u.has_live_tools() || self.cached.contains_key(&*u.name))
-            .map(|u| (u.name.to_string(), u.tools().to_vec()))
+            .filter(|u| u.has_live_lists() || self.cached.contains_key(&*u.name))
+            .map(|u| (u.name.to_string(), (*u.lists()).clone()))
             .collect();
         {
             let mut last = self
@@ -331,26 +483,133 @@ impl Registry {
         self.catalog.subscribe()
     }
 
-    /// `tools/call`: finds the owner of the exposed name and forwards with the original name.
-    pub async fn call_tool(&self, mut params: Value) -> Result<Value, RpcError> {
-        let Some(name) = params.get("name").and_then(Value::as_str) else {
-            return Err(RpcError::new(
-                jsonrpc::INVALID_PARAMS,
-                "tools/call needs a string \"name\"",
-            ));
-        };
+    /// Routes a client request that belongs to one upstream (`tools/call`, `prompts/get`,
+    /// `resources/read`, `resources/(un)subscribe`, `completion/complete`): finds the owner,
+    /// restores the upstream's own name or URI, forwards, and exposes URIs in the answer.
+    pub async fn forward(
+        &self,
+        method: &str,
+        mut params: Value,
+        ctx: Option<Arc<RequestContext>>,
+    ) -> Result<Value, RpcError> {
         let catalog = self.catalog();
-        let Some(route) = catalog.routes.get(name) else {
-            return Err(RpcError::new(
-                jsonrpc::INVALID_PARAMS,
-                format!("Unknown tool: {name}"),
-            ));
+        let by_name = |table: &HashMap<String, Route>,
+                       name: Option<&str>,
+                       what: &str|
+         -> Result<Route, RpcError> {
+            let name = name.ok_or_else(|| {
+                RpcError::new(
+                    jsonrpc::INVALID_PARAMS,
+                    format!("{method} needs a string \"name\""),
+                )
+            })?;
+            table.get(name).cloned().ok_or_else(|| {
+                RpcError::new(jsonrpc::INVALID_PARAMS, format!("Unknown {what}: {name}"))
+            })
         };
-        params["name"] = Value::String(route.tool.clone());
-        let up = &route.upstream;
-        up.call("tools/call", Some(params), up.timeouts.request)
+        let by_uri = |uri: Option<&str>| -> Result<(Arc<Upstream>, String), RpcError> {
+            let uri = uri.ok_or_else(|| {
+                RpcError::new(
+                    jsonrpc::INVALID_PARAMS,
+                    format!("{method} needs a string \"uri\""),
+                )
+            })?;
+            catalog.route_uri(uri).ok_or_else(|| {
+                RpcError::with_data(
+                    jsonrpc::RESOURCE_NOT_FOUND,
+                    "Resource not found",
+                    serde_json::json!({ "uri": uri }),
+                )
+            })
+        };
+        let up = match method {
+            "tools/call" | "prompts/get" => {
+                let (table, what) = if method == "tools/call" {
+                    (&catalog.routes, "tool")
+                } else {
+                    (&catalog.prompts, "prompt")
+                };
+                let route = by_name(table, params.get("name").and_then(Value::as_str), what)?;
+                params["name"] = Value::String(route.tool);
+                route.upstream
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let (up, original) = by_uri(params.get("uri").and_then(Value::as_str))?;
+                params["uri"] = Value::String(original);
+                up
+            }
+            "completion/complete" => {
+                let reference = params.get("ref").cloned().unwrap_or(Value::Null);
+                match reference.get("type").and_then(Value::as_str) {
+                    Some("ref/prompt") => {
+                        let route = by_name(
+                            &catalog.prompts,
+                            reference.get("name").and_then(Value::as_str),
+                            "prompt",
+                        )?;
+                        params["ref"]["name"] = Value::String(route.tool);
+                        route.upstream
+                    }
+                    Some("ref/resource") => {
+                        let (up, original) = by_uri(reference.get("uri").and_then(Value::as_str))?;
+                        params["ref"]["uri"] = Value::String(original);
+                        up
+                    }
+                    _ => {
+                        return Err(RpcError::new(
+                            jsonrpc::INVALID_PARAMS,
+                            "completion/complete needs a ref/prompt or ref/resource",
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("Method not found: {method}"),
+                ));
+            }
+        };
+        let mut result = up
+            .call_for(method, Some(params), up.timeouts.request, ctx)
             .await
-            .map_err(CallError::into_rpc)
+            .map_err(CallError::into_rpc)?;
+        if method == "resources/read"
+            && !up.prefix.is_empty()
+            && let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut)
+        {
+            for c in contents {
+                if let Some(uri) = c.get("uri").and_then(Value::as_str) {
+                    c["uri"] = Value::String(naming::expose_uri(&up.prefix, uri));
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// `logging/setLevel`: passed to every connected upstream that logs.
+    pub fn set_log_level(&self, params: &Value) {
+        for up in self.upstreams() {
+            if up.has_capability("logging")
+                && let Some(conn) = up.ready_conn()
+            {
+                let (params, timeout) = (params.clone(), up.timeouts.request);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.call("logging/setLevel", Some(params), timeout).await {
+                        tracing::debug!(upstream = %conn.upstream(), error = %e, "logging/setLevel failed");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Sends a notification to every connected upstream.
+    pub fn notify_all(&self, method: &str, params: Option<Value>) {
+        for up in self.upstreams() {
+            if let Some(conn) = up.ready_conn() {
+                conn.notify(method, params.clone());
+            }
+        }
     }
 
     /// Stops every upstream (children get stdin closed, SIGTERM, SIGKILL) and waits for them.
@@ -366,27 +625,38 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn up(name: &str, prefix: &str, names: &[&str]) -> Arc<Upstream> {
+    fn up_with(name: &str, prefix: &str, lists: Lists) -> Arc<Upstream> {
         let u = Upstream::new(
             name,
             prefix,
             "test",
             Timeouts::default(),
             Arc::new(Notify::new()),
+            Arc::new(crate::upstream::NoClients),
         );
-        u.seed_tools(
-            names
-                .iter()
-                .map(|n| json!({"name": n, "inputSchema": {"type": "object"}, "x-extra": 1}))
-                .collect(),
-        );
+        u.seed_lists(lists);
         Arc::new(u)
+    }
+
+    fn up(name: &str, prefix: &str, names: &[&str]) -> Arc<Upstream> {
+        let tools = names
+            .iter()
+            .map(|n| json!({"name": n, "inputSchema": {"type": "object"}, "x-extra": 1}))
+            .collect();
+        up_with(
+            name,
+            prefix,
+            Lists {
+                tools,
+                ..Default::default()
+            },
+        )
     }
 
     #[test]
     fn merges_with_prefixes_and_keeps_unknown_fields() {
         let c = Catalog::build(&[up("a", "a", &["echo"]), up("b", "b", &["echo", "add"])]);
-        let v: Value = serde_json::from_str(c.list_result.get()).unwrap();
+        let v: Value = serde_json::from_str(c.tools_result.get()).unwrap();
         let names: Vec<_> = v["tools"]
             .as_array()
             .unwrap()
@@ -405,8 +675,61 @@ mod tests {
         let ups = [up("x", "x", &["a.b", "a/b"]), up("y", "", &["x__a_b"])];
         let (c1, c2) = (Catalog::build(&ups), Catalog::build(&ups));
         assert_eq!(c1.len(), 3);
-        assert_eq!(c1.list_result.get(), c2.list_result.get());
+        assert_eq!(c1.tools_result.get(), c2.tools_result.get());
         assert_eq!(c1.routes["x__a_b"].tool, "a.b");
         assert!(c1.routes.keys().all(|k| naming::is_valid(k)));
+    }
+
+    #[test]
+    fn resources_and_prompts_are_exposed_and_routed_back() {
+        let files = up_with(
+            "files",
+            "fs",
+            Lists {
+                resources: vec![json!({"uri": "file:///a.txt", "name": "a"})],
+                templates: vec![json!({"uriTemplate": "file:///{path}", "name": "any"})],
+                prompts: vec![json!({"name": "summarise"})],
+                capabilities: json!({"resources": {"subscribe": true}, "prompts": {}}),
+                ..Default::default()
+            },
+        );
+        let plain = up_with(
+            "test",
+            "",
+            Lists {
+                resources: vec![json!({"uri": "test://static-text", "name": "s"})],
+                templates: vec![json!({"uriTemplate": "test://template/{id}/data", "name": "t"})],
+                capabilities: json!({"resources": {}}),
+                ..Default::default()
+            },
+        );
+        let c = Catalog::build(&[files.clone(), plain.clone()]);
+        let v: Value = serde_json::from_str(c.resources_result.get()).unwrap();
+        assert_eq!(v["resources"][0]["uri"], "fs+file:///a.txt");
+        assert_eq!(v["resources"][1]["uri"], "test://static-text");
+        let t: Value = serde_json::from_str(c.templates_result.get()).unwrap();
+        assert_eq!(
+            t["resourceTemplates"][0]["uriTemplate"],
+            "fs+file:///{path}"
+        );
+        assert_eq!(c.prompts["fs__summarise"].tool, "summarise");
+        let route = |u: &str| c.route_uri(u).map(|(up, orig)| (up.name.to_string(), orig));
+        assert_eq!(
+            route("fs+file:///b.txt"),
+            Some(("files".into(), "file:///b.txt".into()))
+        );
+        assert_eq!(
+            route("file:///a.txt"),
+            Some(("files".into(), "file:///a.txt".into())),
+            "listed URI, unprefixed"
+        );
+        assert_eq!(
+            route("test://template/7/data"),
+            Some(("test".into(), "test://template/7/data".into()))
+        );
+        assert_eq!(route("other://x"), None, "two resource servers: no guess");
+        assert_eq!(c.capabilities["resources"]["subscribe"], true);
+        assert!(c.capabilities.get("logging").is_none());
+        assert_eq!(c.capabilities["prompts"]["listChanged"], true);
     }
 }

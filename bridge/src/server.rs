@@ -22,19 +22,23 @@ use crate::jsonrpc::{self, Kind, RpcError};
 use crate::registry::{Catalog, Registry};
 use crate::session::{self, Session, Sessions};
 use crate::upstream::{LATEST_VERSION, SUPPORTED_VERSIONS};
+use crate::upstream::{ListKind, RequestContext};
+use tokio::sync::mpsc;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 
 pub struct Bridge {
     pub registry: Arc<Registry>,
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     pub endpoint: String,
     pub started: SystemTime,
     /// Ends open SSE streams so a graceful shutdown does not wait on them forever.
     pub shutdown: CancellationToken,
-    /// How many times `notifications/tools/list_changed` was broadcast.
+    /// How many list_changed notifications were broadcast.
     pub list_changes: std::sync::atomic::AtomicU64,
+    /// Numbers POST SSE streams, for event ids unique within a session.
+    pub streams: std::sync::atomic::AtomicU64,
 }
 
 pub fn router(
@@ -65,22 +69,27 @@ pub fn router(
         .with_state(bridge)
 }
 
-/// Broadcasts `notifications/tools/list_changed` to every session whenever the served list
-/// really changes (the catalog only signals content changes).
+/// Broadcasts `notifications/{tools,resources,prompts}/list_changed` to every session whenever
+/// the served lists really change (the catalog only signals content changes).
 pub async fn forward_list_changes(bridge: Arc<Bridge>) {
     let mut rx = bridge.registry.subscribe_catalog();
-    let note = jsonrpc::notification("notifications/tools/list_changed", None);
+    let mut previous = rx.borrow_and_update().clone();
     loop {
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             () = bridge.shutdown.cancelled() => return,
         }
-        bridge
-            .list_changes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for s in bridge.sessions.all() {
-            s.push(&note);
+        let next = rx.borrow_and_update().clone();
+        for method in previous.changes(&next) {
+            bridge
+                .list_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let note = jsonrpc::notification(method, None);
+            for s in bridge.sessions.all() {
+                s.push(&note);
+            }
         }
+        previous = next;
     }
 }
 
@@ -143,7 +152,41 @@ struct Envelope<'a, R> {
 
 enum Reply {
     Value(Value),
-    Tools(Arc<Catalog>),
+    List(Arc<Catalog>, ListKind),
+}
+
+/// Serialises a JSON-RPC response; list results are spliced in pre-serialised.
+fn response_body(id: &Value, result: Result<Reply, RpcError>) -> String {
+    let envelope = |raw: &RawValue| {
+        serde_json::to_string(&Envelope {
+            jsonrpc: "2.0",
+            id,
+            result: raw,
+        })
+    };
+    match result {
+        Ok(Reply::Value(v)) => serde_json::to_string(&Envelope {
+            jsonrpc: "2.0",
+            id,
+            result: v,
+        }),
+        Ok(Reply::List(c, kind)) => envelope(match kind {
+            ListKind::Tools => &c.tools_result,
+            ListKind::Resources => &c.resources_result,
+            ListKind::Templates => &c.templates_result,
+            ListKind::Prompts => &c.prompts_result,
+        }),
+        Err(e) => serde_json::to_string(&jsonrpc::response(id, Err(e))),
+    }
+    .unwrap_or_default()
+}
+
+fn sse_headers() -> [(header::HeaderName, &'static str); 3] {
+    [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache, no-transform"),
+        (header::HeaderName::from_static("x-accel-buffering"), "no"),
+    ]
 }
 
 /// Writes the response in the form the client accepts: JSON, or a one-event SSE stream for a
@@ -154,32 +197,11 @@ fn reply(
     result: Result<Reply, RpcError>,
     session_id: Option<&str>,
 ) -> Response {
-    let body = match result {
-        Ok(Reply::Value(v)) => serde_json::to_string(&Envelope {
-            jsonrpc: "2.0",
-            id,
-            result: v,
-        }),
-        Ok(Reply::Tools(c)) => serde_json::to_string(&Envelope {
-            jsonrpc: "2.0",
-            id,
-            result: &*c.list_result as &RawValue,
-        }),
-        Err(e) => serde_json::to_string(&jsonrpc::response(id, Err(e))),
-    }
-    .unwrap_or_default();
+    let body = response_body(id, result);
     let mut resp = if accepts(headers, "application/json") {
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     } else {
-        let event = format!("event: message\ndata: {body}\n\n");
-        (
-            [
-                (header::CONTENT_TYPE, "text/event-stream"),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            event,
-        )
-            .into_response()
+        (sse_headers(), format!("event: message\ndata: {body}\n\n")).into_response()
     };
     if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {
         resp.headers_mut().insert(SESSION_HEADER, sid);
@@ -263,15 +285,117 @@ async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: B
     }
     match kind {
         Kind::Request { id, method } => {
-            let started = Instant::now();
-            let result = dispatch(&bridge, method, msg.get("params")).await;
-            tracing::debug!(session = %&session.id[..8], method, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "request");
-            reply(&headers, id, result, None)
+            let (id, method) = (id.clone(), method.to_owned());
+            handle_request(bridge, session, &headers, id, method, msg).await
         }
-        // Notifications and responses are accepted; the bridge has nothing to route them to yet
-        // beyond its own bookkeeping.
-        _ => StatusCode::ACCEPTED.into_response(),
+        Kind::Notification { method } => {
+            client_notification(&bridge, &session, method, &msg);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Kind::Response { id } => {
+            if !session.deliver(id, &msg) {
+                tracing::debug!(session = %&session.id[..8], "a response nobody waits for");
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        Kind::Invalid(_) => StatusCode::ACCEPTED.into_response(),
     }
+}
+
+fn client_notification(bridge: &Bridge, session: &Session, method: &str, msg: &Value) {
+    match method {
+        "notifications/cancelled" => {
+            if let Some(id) = msg.pointer("/params/requestId") {
+                session.cancel(id);
+            }
+        }
+        "notifications/roots/list_changed" => bridge.registry.notify_all(method, None),
+        _ => {}
+    }
+}
+
+/// Runs one client request. The answer is JSON unless messages related to the request
+/// (progress, logs, server→client requests) arrive first and the client takes SSE; then the
+/// response is an SSE stream carrying those messages and, last, the answer.
+async fn handle_request(
+    bridge: Arc<Bridge>,
+    session: Arc<Session>,
+    headers: &HeaderMap,
+    id: Value,
+    method: String,
+    msg: Value,
+) -> Response {
+    let started = Instant::now();
+    let params = msg.get("params").cloned();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let ctx = Arc::new(RequestContext {
+        session: session.clone(),
+        related: accepts(headers, "text/event-stream").then_some(tx),
+        progress_token: params
+            .as_ref()
+            .and_then(|p| p.pointer("/_meta/progressToken"))
+            .cloned(),
+    });
+    let cancel = session.track(&id);
+    let work = {
+        let (bridge, method) = (bridge.clone(), method.clone());
+        async move {
+            tokio::select! {
+                r = dispatch(&bridge, &method, params, ctx) => r,
+                () = cancel.cancelled() => Err(RpcError::new(jsonrpc::REQUEST_CANCELLED, "Request cancelled by the client")),
+            }
+        }
+    };
+    let mut work = Box::pin(work);
+    let early = tokio::select! {
+        result = &mut work => match rx.try_recv() {
+            Ok(first) => Some((first, Some(result))),
+            Err(_) => {
+                session.untrack(&id);
+                tracing::debug!(session = %&session.id[..8], method, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "request");
+                return reply(headers, &id, result, None);
+            }
+        },
+        Some(first) = rx.recv() => Some((first, None)),
+    };
+    let Some((first, done)) = early else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    // Switch to SSE: related messages as they come, then the answer.
+    let (out_tx, out_rx) = mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let _ = out_tx.send(first.to_string()).await;
+        let result = match done {
+            Some(r) => r,
+            None => loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    Some(m) = rx.recv() => { let _ = out_tx.send(m.to_string()).await; }
+                }
+            },
+        };
+        while let Ok(m) = rx.try_recv() {
+            let _ = out_tx.send(m.to_string()).await;
+        }
+        session.untrack(&id);
+        tracing::debug!(session = %&session.id[..8], method, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "request (streamed)");
+        let _ = out_tx.send(response_body(&id, result)).await;
+    });
+    let stream_no = bridge
+        .streams
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let events = futures_util::stream::unfold((out_rx, 0u64), move |(mut rx, n)| async move {
+        let data = rx.recv().await?;
+        let event = Event::default()
+            .event("message")
+            .id(format!("p{stream_no}-{n}"))
+            .data(data);
+        Some((Ok::<_, Infallible>(event), (rx, n + 1)))
+    });
+    let mut resp = Sse::new(events).into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
 }
 
 fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> Response {
@@ -292,7 +416,14 @@ fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> 
         .chars()
         .take(64)
         .collect::<String>();
-    let session = match bridge.sessions.create(version.to_owned(), client) {
+    let capabilities = params
+        .and_then(|p| p.get("capabilities"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let session = match bridge
+        .sessions
+        .create(version.to_owned(), client, capabilities)
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot draw a session id from the OS random source");
@@ -307,7 +438,7 @@ fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> 
     tracing::info!(session = %&session.id[..8], client = %session.client_name, version, "client session started");
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": true } },
+        "capabilities": bridge.registry.catalog().capabilities.clone(),
         "serverInfo": {
             "name": "mcp-bridge",
             "title": "mcp-bridge",
@@ -321,34 +452,55 @@ fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> 
 async fn dispatch(
     bridge: &Bridge,
     method: &str,
-    params: Option<&Value>,
+    params: Option<Value>,
+    ctx: Arc<RequestContext>,
 ) -> Result<Reply, RpcError> {
+    let list = |kind: ListKind| {
+        if params
+            .as_ref()
+            .and_then(|p| p.get("cursor"))
+            .is_some_and(|c| !c.is_null())
+        {
+            return Err(RpcError::new(
+                jsonrpc::INVALID_PARAMS,
+                "Invalid cursor: this server returns every item on one page",
+            ));
+        }
+        Ok(Reply::List(bridge.registry.catalog(), kind))
+    };
     match method {
         "ping" => Ok(Reply::Value(json!({}))),
-        "tools/list" => {
-            if params
-                .and_then(|p| p.get("cursor"))
-                .is_some_and(|c| !c.is_null())
-            {
-                return Err(RpcError::new(
-                    jsonrpc::INVALID_PARAMS,
-                    "Invalid cursor: this server returns every tool on one page",
-                ));
-            }
-            Ok(Reply::Tools(bridge.registry.catalog()))
-        }
-        "tools/call" => {
-            let Some(params) = params.filter(|p| p.is_object()) else {
-                return Err(RpcError::new(
-                    jsonrpc::INVALID_PARAMS,
-                    "tools/call needs params",
-                ));
-            };
+        "tools/list" => list(ListKind::Tools),
+        "prompts/list" => list(ListKind::Prompts),
+        "resources/list" => list(ListKind::Resources),
+        "resources/templates/list" => list(ListKind::Templates),
+        "logging/setLevel" => {
             bridge
                 .registry
-                .call_tool(params.clone())
-                .await
-                .map(Reply::Value)
+                .set_log_level(params.as_ref().unwrap_or(&Value::Null));
+            Ok(Reply::Value(json!({})))
+        }
+        "tools/call"
+        | "prompts/get"
+        | "resources/read"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "completion/complete" => {
+            let Some(params) = params.filter(Value::is_object) else {
+                return Err(RpcError::new(
+                    jsonrpc::INVALID_PARAMS,
+                    format!("{method} needs params"),
+                ));
+            };
+            let uri = params.get("uri").and_then(Value::as_str).map(str::to_owned);
+            let session = ctx.session.clone();
+            let result = bridge.registry.forward(method, params, Some(ctx)).await?;
+            match (method, uri) {
+                ("resources/subscribe", Some(uri)) => session.subscribe(&uri),
+                ("resources/unsubscribe", Some(uri)) => session.unsubscribe(&uri),
+                _ => {}
+            }
+            Ok(Reply::Value(result))
         }
         _ => Err(RpcError::new(
             jsonrpc::METHOD_NOT_FOUND,
@@ -441,7 +593,7 @@ pub fn status_json(bridge: &Bridge) -> Value {
                 "connects": s.connects,
                 "failures": s.failures,
                 "backoff_ceiling_ms": s.backoff_ceiling_ms,
-                "tools_live": u.has_live_tools(),
+                "tools_live": u.has_live_lists(),
                 "server_info": s.server_info,
                 "protocol_version": s.protocol_version,
             })

@@ -2,14 +2,19 @@
 //! server-initiated messages with a small replay buffer for `Last-Event-ID` resumption, and
 //! expiry of idle sessions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::mpsc;
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::jsonrpc::{self, RpcError};
+use crate::upstream::{Downstream, RequestContext};
 
 /// Messages kept for resumption of the GET stream.
 const REPLAY: usize = 128;
@@ -22,6 +27,17 @@ pub struct Session {
     pub id: String,
     pub protocol_version: String,
     pub client_name: String,
+    /// The `capabilities` the client declared in `initialize`.
+    pub capabilities: Value,
+    /// When the session was created (the most recent session wins ties for server→client
+    /// requests outside any call).
+    created: Instant,
+    /// Requests we sent to the client (for upstreams), waiting for its answer.
+    client_pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
+    /// The client's requests in flight, by JSON-serialised id, for `notifications/cancelled`.
+    in_flight: Mutex<HashMap<String, CancellationToken>>,
+    /// Exposed URIs this session subscribed to.
+    subscriptions: Mutex<HashSet<String>>,
     last_seen: Mutex<Instant>,
     stream: Mutex<Option<mpsc::Sender<StreamItem>>>,
     next_event: AtomicU64,
@@ -33,6 +49,100 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Session {
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.capabilities
+            .get(capability)
+            .is_some_and(|c| !c.is_null())
+    }
+
+    /// Registers a client request so a later `notifications/cancelled` can stop it.
+    pub fn track(&self, id: &Value) -> CancellationToken {
+        let token = CancellationToken::new();
+        lock(&self.in_flight).insert(id.to_string(), token.clone());
+        token
+    }
+
+    pub fn untrack(&self, id: &Value) {
+        lock(&self.in_flight).remove(&id.to_string());
+    }
+
+    /// The client cancelled its request `id`.
+    pub fn cancel(&self, id: &Value) -> bool {
+        match lock(&self.in_flight).remove(&id.to_string()) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn subscribe(&self, uri: &str) {
+        lock(&self.subscriptions).insert(uri.to_owned());
+    }
+
+    pub fn unsubscribe(&self, uri: &str) {
+        lock(&self.subscriptions).remove(uri);
+    }
+
+    /// An answer from the client to a request we sent it. False if nobody waits for `id`.
+    pub fn deliver(&self, id: &Value, msg: &Value) -> bool {
+        let Some(key) = id.as_str() else { return false };
+        let Some(tx) = lock(&self.client_pending).remove(key) else {
+            return false;
+        };
+        let answer = match msg.get("error") {
+            Some(e) => Err(RpcError(e.clone())),
+            None => Ok(msg.get("result").cloned().unwrap_or(Value::Null)),
+        };
+        let _ = tx.send(answer);
+        true
+    }
+
+    /// Sends a request to the client (on the related stream if given, else the GET stream) and
+    /// waits for its answer.
+    pub async fn request(
+        self: Arc<Self>,
+        related: Option<&RequestContext>,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, RpcError> {
+        let id = format!("mcpb-s{}", self.next_event.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        lock(&self.client_pending).insert(id.clone(), tx);
+        let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        match related {
+            Some(ctx) => ctx.send(msg),
+            None => {
+                if !self.has_open_stream() {
+                    lock(&self.client_pending).remove(&id);
+                    return Err(RpcError::new(
+                        jsonrpc::INTERNAL_ERROR,
+                        format!("the client session has no open stream to receive {method}"),
+                    ));
+                }
+                self.push(&msg);
+            }
+        }
+        let answer = tokio::time::timeout(timeout, rx).await;
+        lock(&self.client_pending).remove(&id);
+        match answer {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => Err(RpcError::new(
+                jsonrpc::INTERNAL_ERROR,
+                "the client session ended",
+            )),
+            Err(_) => Err(RpcError::new(
+                jsonrpc::REQUEST_TIMEOUT,
+                format!(
+                    "the client did not answer {method} within {} s",
+                    timeout.as_secs()
+                ),
+            )),
+        }
+    }
+
     pub fn touch(&self) {
         *lock(&self.last_seen) = Instant::now();
     }
@@ -41,7 +151,7 @@ impl Session {
         lock(&self.last_seen).elapsed()
     }
 
-    fn has_open_stream(&self) -> bool {
+    pub fn has_open_stream(&self) -> bool {
         lock(&self.stream).as_ref().is_some_and(|s| !s.is_closed())
     }
 
@@ -116,11 +226,17 @@ impl Sessions {
         &self,
         protocol_version: String,
         client_name: String,
+        capabilities: Value,
     ) -> Result<Arc<Session>, getrandom::Error> {
         let session = Arc::new(Session {
             id: new_session_id()?,
             protocol_version,
             client_name,
+            capabilities,
+            created: Instant::now(),
+            client_pending: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(HashSet::new()),
             last_seen: Mutex::new(Instant::now()),
             stream: Mutex::new(None),
             next_event: AtomicU64::new(0),
@@ -183,6 +299,56 @@ impl Sessions {
     }
 }
 
+impl Downstream for Sessions {
+    fn request(
+        &self,
+        ctx: Option<Arc<RequestContext>>,
+        capability: &'static str,
+        method: String,
+        params: Value,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Value, RpcError>> {
+        // The session whose call caused this, if it can take it; else the most recent session
+        // that declared the capability and has a stream open to receive it.
+        let target = match ctx.filter(|c| c.session.has_capability(capability)) {
+            Some(ctx) => Some((ctx.session.clone(), Some(ctx))),
+            None => self
+                .all()
+                .into_iter()
+                .filter(|s| s.has_capability(capability) && s.has_open_stream())
+                .max_by_key(|s| s.created)
+                .map(|s| (s, None)),
+        };
+        Box::pin(async move {
+            let Some((session, ctx)) = target else {
+                return Err(RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!(
+                        "no connected client supports {capability}, so mcp-bridge cannot relay {method}"
+                    ),
+                ));
+            };
+            session
+                .request(ctx.as_deref(), &method, params, timeout)
+                .await
+        })
+    }
+
+    fn broadcast(&self, msg: &Value) {
+        for s in self.all() {
+            s.push(msg);
+        }
+    }
+
+    fn resource_updated(&self, uri: &str, msg: &Value) {
+        for s in self.all() {
+            if lock(&s.subscriptions).contains(uri) {
+                s.push(msg);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,8 +357,12 @@ mod tests {
     #[test]
     fn ids_are_unique_visible_ascii() {
         let s = Sessions::default();
-        let a = s.create("2025-11-25".into(), "t".into()).unwrap();
-        let b = s.create("2025-11-25".into(), "t".into()).unwrap();
+        let a = s
+            .create("2025-11-25".into(), "t".into(), Value::Null)
+            .unwrap();
+        let b = s
+            .create("2025-11-25".into(), "t".into(), Value::Null)
+            .unwrap();
         assert_ne!(a.id, b.id);
         assert!(a.id.bytes().all(|c| (0x21..=0x7e).contains(&c)));
         assert_eq!(a.id.len(), 64);
@@ -200,7 +370,9 @@ mod tests {
 
     #[tokio::test]
     async fn stream_replays_after_last_event_id() {
-        let s = Sessions::default().create("v".into(), "t".into()).unwrap();
+        let s = Sessions::default()
+            .create("v".into(), "t".into(), Value::Null)
+            .unwrap();
         s.push(&json!({"n": 0}));
         s.push(&json!({"n": 1}));
         let (_, mut rx) = s.open_stream(Some(0)).unwrap();

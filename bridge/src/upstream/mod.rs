@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::jsonrpc::{self, RpcError};
 use rpc::RpcPeer;
@@ -147,23 +148,182 @@ impl Timeouts {
     }
 }
 
+/// What an upstream serves besides calls: its lists and its server capabilities. Kept from the
+/// last live connection, or seeded from the warm cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lists {
+    #[serde(default)]
+    pub tools: Vec<Value>,
+    #[serde(default)]
+    pub resources: Vec<Value>,
+    #[serde(default, rename = "resourceTemplates")]
+    pub templates: Vec<Value>,
+    #[serde(default)]
+    pub prompts: Vec<Value>,
+    /// The `capabilities` of the upstream's `initialize` result.
+    #[serde(default)]
+    pub capabilities: Value,
+}
+
+/// The kinds of list an upstream can serve, with their method and result key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Tools,
+    Resources,
+    Templates,
+    Prompts,
+}
+
+impl ListKind {
+    pub const ALL: [ListKind; 4] = [Self::Tools, Self::Resources, Self::Templates, Self::Prompts];
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Resources => "resources/list",
+            Self::Templates => "resources/templates/list",
+            Self::Prompts => "prompts/list",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Resources => "resources",
+            Self::Templates => "resourceTemplates",
+            Self::Prompts => "prompts",
+        }
+    }
+
+    /// The server capability that announces this list.
+    pub fn capability(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Resources | Self::Templates => "resources",
+            Self::Prompts => "prompts",
+        }
+    }
+
+    /// The field that identifies an item.
+    pub fn id_field(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => "name",
+            Self::Resources => "uri",
+            Self::Templates => "uriTemplate",
+        }
+    }
+
+    pub fn get(self, l: &Lists) -> &Vec<Value> {
+        match self {
+            Self::Tools => &l.tools,
+            Self::Resources => &l.resources,
+            Self::Templates => &l.templates,
+            Self::Prompts => &l.prompts,
+        }
+    }
+
+    pub fn get_mut(self, l: &mut Lists) -> &mut Vec<Value> {
+        match self {
+            Self::Tools => &mut l.tools,
+            Self::Resources => &mut l.resources,
+            Self::Templates => &mut l.templates,
+            Self::Prompts => &mut l.prompts,
+        }
+    }
+}
+
+/// The client request an upstream request serves: where related messages (progress,
+/// server→client requests, logs) go.
+pub struct RequestContext {
+    pub session: Arc<crate::session::Session>,
+    /// The POST's own SSE stream, when the client accepts one.
+    pub related: Option<mpsc::UnboundedSender<Value>>,
+    /// The client's progress token, if it asked for progress.
+    pub progress_token: Option<Value>,
+}
+
+impl RequestContext {
+    /// Sends a message related to this request: on the request's stream, else on the session's
+    /// GET stream.
+    pub fn send(&self, msg: Value) {
+        match &self.related {
+            Some(tx) if !tx.is_closed() => {
+                let _ = tx.send(msg);
+            }
+            _ => self.session.push(&msg),
+        }
+    }
+}
+
+/// The client side as upstreams see it: where server→client requests and unrelated
+/// notifications go.
+pub trait Downstream: Send + Sync {
+    /// Sends `method` to a client that declared `capability`: the one behind `ctx` if it did,
+    /// else the most recent session that did. Resolves to the client's answer.
+    fn request(
+        &self,
+        ctx: Option<Arc<RequestContext>>,
+        capability: &'static str,
+        method: String,
+        params: Value,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Value, RpcError>>;
+    /// Sends a notification to every session's GET stream.
+    fn broadcast(&self, msg: &Value);
+    /// A resource changed: tells the sessions that subscribed to `uri` (the exposed URI).
+    fn resource_updated(&self, uri: &str, msg: &Value);
+}
+
+/// A `Downstream` with no clients (tests, and upstreams before any client connects).
+pub struct NoClients;
+
+impl Downstream for NoClients {
+    fn request(
+        &self,
+        _: Option<Arc<RequestContext>>,
+        capability: &'static str,
+        method: String,
+        _: Value,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Value, RpcError>> {
+        Box::pin(async move {
+            Err(RpcError::new(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("no connected client supports {capability} ({method})"),
+            ))
+        })
+    }
+    fn broadcast(&self, _: &Value) {}
+    fn resource_updated(&self, _: &str, _: &Value) {}
+}
+
 /// The handle through which the rest of the bridge sees one upstream.
 pub struct Upstream {
     pub name: Arc<str>,
     pub prefix: String,
     pub transport: &'static str,
     pub timeouts: Timeouts,
-    /// Whether the tool list came from a live connection (not only from the cache).
-    live_tools: AtomicBool,
+    /// Where server→client traffic goes.
+    pub downstream: Arc<dyn Downstream>,
+    /// Whether the lists came from a live connection (not only from the cache).
+    live: AtomicBool,
     status: watch::Sender<Status>,
-    /// The last good `tools/list` (tool objects as the upstream sent them).
-    tools: watch::Sender<Arc<Vec<Value>>>,
+    lists: watch::Sender<Arc<Lists>>,
     /// The live connection while Ready.
     conn: Mutex<Option<Arc<RpcPeer>>>,
-    /// Signalled when this upstream's tool list changed; shared by all upstreams.
-    tools_changed: Arc<Notify>,
+    /// Signalled when this upstream's lists changed; shared by all upstreams.
+    lists_changed: Arc<Notify>,
     /// Cuts a backoff short (a client wants this upstream now).
     pub(crate) wake: Notify,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {
@@ -172,14 +332,16 @@ impl Upstream {
         prefix: &str,
         transport: &'static str,
         timeouts: Timeouts,
-        tools_changed: Arc<Notify>,
+        lists_changed: Arc<Notify>,
+        downstream: Arc<dyn Downstream>,
     ) -> Self {
         Self {
             name: name.into(),
             prefix: prefix.to_owned(),
             transport,
             timeouts,
-            live_tools: AtomicBool::new(false),
+            downstream,
+            live: AtomicBool::new(false),
             status: watch::Sender::new(Status {
                 state: State::Connecting,
                 last_error: None,
@@ -190,9 +352,9 @@ impl Upstream {
                 server_info: None,
                 protocol_version: None,
             }),
-            tools: watch::Sender::new(Arc::new(Vec::new())),
+            lists: watch::Sender::new(Arc::new(Lists::default())),
             conn: Mutex::new(None),
-            tools_changed,
+            lists_changed,
             wake: Notify::new(),
         }
     }
@@ -213,40 +375,55 @@ impl Upstream {
         self.status.send_modify(f);
     }
 
-    pub fn tools(&self) -> Arc<Vec<Value>> {
-        self.tools.borrow().clone()
+    pub fn lists(&self) -> Arc<Lists> {
+        self.lists.borrow().clone()
     }
 
-    pub fn has_live_tools(&self) -> bool {
-        self.live_tools.load(Ordering::Relaxed)
+    pub fn tools(&self) -> Vec<Value> {
+        self.lists.borrow().tools.clone()
     }
 
-    /// Seeds the tool list from the warm cache (before any connection).
-    pub(crate) fn seed_tools(&self, tools: Vec<Value>) {
-        if !self.has_live_tools() {
-            self.set_tools(tools);
+    /// Whether the upstream announced `capability` (from its last `initialize`, or the cache).
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.lists
+            .borrow()
+            .capabilities
+            .get(capability)
+            .is_some_and(|c| !c.is_null())
+    }
+
+    pub fn has_live_lists(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Seeds the lists from the warm cache (before any connection).
+    pub(crate) fn seed_lists(&self, lists: Lists) {
+        if !self.has_live_lists() {
+            self.modify_lists(|l| *l = lists);
         }
     }
 
-    /// Replaces the tool list with one the live upstream just sent.
-    pub(crate) fn publish_tools(&self, tools: Vec<Value>) {
-        self.live_tools.store(true, Ordering::Relaxed);
+    /// Records what a live connection just reported.
+    pub(crate) fn publish(&self, f: impl FnOnce(&mut Lists)) {
+        self.live.store(true, Ordering::Relaxed);
+        self.modify_lists(f);
         // The cache writer wants to know even when the content is unchanged but now live.
-        self.set_tools(tools);
-        self.tools_changed.notify_one();
+        self.lists_changed.notify_one();
     }
 
-    fn set_tools(&self, tools: Vec<Value>) {
-        let changed = self.tools.send_if_modified(|current| {
-            if **current == tools {
+    fn modify_lists(&self, f: impl FnOnce(&mut Lists)) {
+        let changed = self.lists.send_if_modified(|current| {
+            let mut next = (**current).clone();
+            f(&mut next);
+            if next == **current {
                 false
             } else {
-                *current = Arc::new(tools);
+                *current = Arc::new(next);
                 true
             }
         });
         if changed {
-            self.tools_changed.notify_one();
+            self.lists_changed.notify_one();
         }
     }
 
@@ -261,6 +438,11 @@ impl Upstream {
             .clone()
     }
 
+    /// The live connection, if Ready (for notifications such as `logging/setLevel`).
+    pub fn ready_conn(&self) -> Option<Arc<RpcPeer>> {
+        self.conn()
+    }
+
     /// Sends a request to the upstream. If it is not Ready, asks the supervisor to reconnect
     /// now and waits up to `reconnect_wait` for it.
     pub async fn call(
@@ -269,11 +451,23 @@ impl Upstream {
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, CallError> {
+        self.call_for(method, params, timeout, None).await
+    }
+
+    /// Like [`Upstream::call`], on behalf of a client request: progress and server→client
+    /// requests the upstream sends meanwhile find their way back to that client.
+    pub async fn call_for(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+        ctx: Option<Arc<RequestContext>>,
+    ) -> Result<Value, CallError> {
         let conn = match self.conn() {
             Some(c) => c,
             None => self.wait_ready().await?,
         };
-        conn.call(method, params, timeout).await
+        conn.call_with(method, params, timeout, ctx).await
     }
 
     async fn wait_ready(&self) -> Result<Arc<RpcPeer>, CallError> {
@@ -312,5 +506,203 @@ impl Upstream {
             upstream: self.name.to_string(),
             reason,
         })
+    }
+}
+
+/// Most pages followed for one list, so a server that hands out cursors forever cannot hang us.
+const MAX_PAGES: usize = 1000;
+
+/// The client capabilities the bridge announces to upstreams: everything it can relay to some
+/// client. When no connected client has the capability at the time, the upstream gets a
+/// JSON-RPC error instead of a hang.
+fn client_capabilities() -> Value {
+    serde_json::json!({
+        "roots": { "listChanged": true },
+        "sampling": {},
+        "elicitation": {},
+    })
+}
+
+/// `initialize`, `notifications/initialized`, then every list the upstream announces.
+pub(crate) async fn handshake(
+    up: &Upstream,
+    peer: &RpcPeer,
+    timeout: Duration,
+) -> Result<(), CallError> {
+    let params = serde_json::json!({
+        "protocolVersion": LATEST_VERSION,
+        "capabilities": client_capabilities(),
+        "clientInfo": { "name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") },
+    });
+    let init = peer.call("initialize", Some(params), timeout).await?;
+    let version = init
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(CallError::Unavailable {
+            upstream: up.name.to_string(),
+            reason: format!(
+                "it answered protocol version {version:?}, which mcp-bridge does not speak"
+            ),
+        });
+    }
+    let version = version.to_owned();
+    peer.notify("notifications/initialized", None);
+    up.update_status(|s| {
+        s.server_info = init.get("serverInfo").cloned();
+        s.protocol_version = Some(version);
+    });
+    let capabilities = init
+        .get("capabilities")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let mut fresh = Lists {
+        capabilities,
+        ..Default::default()
+    };
+    for kind in ListKind::ALL {
+        if fresh.capabilities.get(kind.capability()).is_some() {
+            *kind.get_mut(&mut fresh) = list_all(up, peer, kind, timeout).await?;
+        }
+    }
+    up.publish(|l| *l = fresh);
+    Ok(())
+}
+
+/// Fetches one list, following pagination to the end.
+async fn list_all(
+    up: &Upstream,
+    peer: &RpcPeer,
+    kind: ListKind,
+    timeout: Duration,
+) -> Result<Vec<Value>, CallError> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.as_ref().map(|c| serde_json::json!({ "cursor": c }));
+        let mut page = peer.call(kind.method(), params, timeout).await?;
+        if let Some(Value::Array(batch)) = page.get_mut(kind.key()).map(Value::take) {
+            for item in batch {
+                if item.get(kind.id_field()).and_then(Value::as_str).is_some() {
+                    items.push(item);
+                } else {
+                    tracing::warn!(upstream = %up.name, kind = kind.key(), "ignored an item without a {}", kind.id_field());
+                }
+            }
+        }
+        match page.get("nextCursor").and_then(Value::as_str) {
+            Some(next) if Some(next) != cursor.as_deref() => cursor = Some(next.to_owned()),
+            _ => return Ok(items),
+        }
+    }
+    Err(CallError::Unavailable {
+        upstream: up.name.to_string(),
+        reason: format!("{} did not end after {MAX_PAGES} pages", kind.method()),
+    })
+}
+
+/// Re-lists `kinds` after a list_changed notification.
+async fn refresh(up: Arc<Upstream>, peer: Arc<RpcPeer>, kinds: &[ListKind]) {
+    for &kind in kinds {
+        match list_all(&up, &peer, kind, up.timeouts.startup).await {
+            Ok(items) => up.publish(|l| *kind.get_mut(l) = items),
+            Err(e) => {
+                tracing::warn!(upstream = %up.name, kind = kind.key(), error = %e, "re-listing failed")
+            }
+        }
+    }
+}
+
+/// A request from the upstream to its client (us): answered locally (`ping`) or relayed to
+/// the client session that caused it.
+pub(crate) fn serve_request(
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
+    id: Value,
+    method: &str,
+    msg: &Value,
+) {
+    let capability = match method {
+        "ping" => {
+            peer.respond(&id, Ok(serde_json::json!({})));
+            return;
+        }
+        "sampling/createMessage" => "sampling",
+        "elicitation/create" => "elicitation",
+        "roots/list" => "roots",
+        _ => {
+            peer.respond(
+                &id,
+                Err(RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("Method not found: {method}"),
+                )),
+            );
+            return;
+        }
+    };
+    let params = msg
+        .get("params")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let ctx = peer.latest_context(Some(capability));
+    // A human may be answering (elicitation): allow the full request timeout.
+    let answer = up.downstream.request(
+        ctx,
+        capability,
+        method.to_owned(),
+        params,
+        up.timeouts.request,
+    );
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        let result = answer.await;
+        peer.respond(&id, result);
+    });
+}
+
+/// A notification from the upstream.
+pub(crate) fn on_notification(
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
+    method: &str,
+    mut msg: Value,
+) {
+    let relist = |kinds: &'static [ListKind]| {
+        tokio::spawn(refresh(up.clone(), peer.clone(), kinds));
+    };
+    match method {
+        "notifications/tools/list_changed" => relist(&[ListKind::Tools]),
+        "notifications/prompts/list_changed" => relist(&[ListKind::Prompts]),
+        "notifications/resources/list_changed" => {
+            relist(&[ListKind::Resources, ListKind::Templates])
+        }
+        "notifications/progress" => {
+            if !peer.route_progress(msg) {
+                tracing::debug!(upstream = %up.name, "progress for a request that is gone");
+            }
+        }
+        "notifications/resources/updated" => {
+            let Some(uri) = msg.pointer("/params/uri").and_then(Value::as_str) else {
+                return;
+            };
+            let exposed = crate::naming::expose_uri(&up.prefix, uri);
+            msg["params"]["uri"] = Value::String(exposed.clone());
+            up.downstream.resource_updated(&exposed, &msg);
+        }
+        "notifications/message" => {
+            let text = msg.get("params").map(Value::to_string).unwrap_or_default();
+            tracing::debug!(target: "upstream_log", upstream = %up.name, "{text}");
+            // Log messages during a call belong to that call's client; others to everyone.
+            match peer.latest_context(None) {
+                Some(ctx) => ctx.send(msg),
+                None => up.downstream.broadcast(&msg),
+            }
+        }
+        "notifications/cancelled" => {
+            tracing::debug!(upstream = %up.name, "upstream cancelled a request it sent")
+        }
+        _ => up.downstream.broadcast(&msg),
     }
 }

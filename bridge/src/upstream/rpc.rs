@@ -10,10 +10,16 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::CallError;
+use super::{CallError, RequestContext};
 use crate::jsonrpc::RpcError;
 
 type Reply = oneshot::Sender<Result<Value, RpcError>>;
+
+struct Pending {
+    reply: Reply,
+    /// The client request this serves, if any.
+    ctx: Option<Arc<RequestContext>>,
+}
 
 pub struct RpcPeer {
     upstream: Arc<str>,
@@ -28,7 +34,9 @@ pub struct RpcPeer {
 
 #[derive(Default)]
 struct Inner {
-    pending: HashMap<u64, Reply>,
+    pending: HashMap<u64, Pending>,
+    /// Bridge progress token → the client request that asked for progress.
+    progress: HashMap<String, Arc<RequestContext>>,
     /// Set once the transport is gone; every later call fails at once with this reason.
     closed: Option<String>,
 }
@@ -48,7 +56,12 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        if self.armed && lock(&self.peer.inner).pending.remove(&self.id).is_some() {
+        let removed = {
+            let mut inner = lock(&self.peer.inner);
+            inner.progress.remove(&progress_token(self.id));
+            inner.pending.remove(&self.id).is_some()
+        };
+        if self.armed && removed {
             self.peer.notify(
                 "notifications/cancelled",
                 Some(json!({ "requestId": self.id, "reason": "request abandoned by mcp-bridge" })),
@@ -105,6 +118,19 @@ impl RpcPeer {
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, CallError> {
+        self.call_with(method, params, timeout, None).await
+    }
+
+    /// Sends a request on behalf of a client request. A client progress token is replaced by
+    /// one of ours (tokens must be unique per upstream, and clients pick theirs freely) and
+    /// mapped back when progress arrives.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        mut params: Option<Value>,
+        timeout: Duration,
+        ctx: Option<Arc<RequestContext>>,
+    ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -112,7 +138,17 @@ impl RpcPeer {
             if let Some(reason) = &inner.closed {
                 return Err(self.unavailable(reason));
             }
-            inner.pending.insert(id, tx);
+            if let Some(ctx) = ctx.as_ref().filter(|c| c.progress_token.is_some())
+                && let Some(meta) = params
+                    .as_mut()
+                    .and_then(|p| p.get_mut("_meta"))
+                    .and_then(Value::as_object_mut)
+            {
+                let token = progress_token(id);
+                meta.insert("progressToken".into(), Value::String(token.clone()));
+                inner.progress.insert(token, ctx.clone());
+            }
+            inner.pending.insert(id, Pending { reply: tx, ctx });
         }
         let mut guard = PendingGuard {
             peer: self,
@@ -163,7 +199,7 @@ impl RpcPeer {
     /// requests that timed out) are dropped.
     pub fn deliver(&self, id: &Value, mut msg: Value) {
         let Some(id) = id.as_u64() else { return };
-        let Some(reply) = lock(&self.inner).pending.remove(&id) else {
+        let Some(Pending { reply, .. }) = lock(&self.inner).pending.remove(&id) else {
             return;
         };
         let answer = match msg.get_mut("error") {
@@ -181,6 +217,7 @@ impl RpcPeer {
         let pending = {
             let mut inner = lock(&self.inner);
             inner.closed.get_or_insert_with(|| reason.to_owned());
+            inner.progress.clear();
             std::mem::take(&mut inner.pending)
         };
         // Dropping the senders wakes the waiters, which then read `closed`.
@@ -190,4 +227,39 @@ impl RpcPeer {
     pub fn in_flight(&self) -> usize {
         lock(&self.inner).pending.len()
     }
+
+    /// Delivers `notifications/progress` to the client that asked for it, with its own token.
+    /// Returns false for a token we did not hand out.
+    pub fn route_progress(&self, mut msg: Value) -> bool {
+        let Some(token) = msg.pointer("/params/progressToken").and_then(Value::as_str) else {
+            return false;
+        };
+        let Some(ctx) = lock(&self.inner).progress.get(token).cloned() else {
+            return false;
+        };
+        if let (Some(params), Some(client_token)) =
+            (msg.get_mut("params"), ctx.progress_token.clone())
+        {
+            params["progressToken"] = client_token;
+        }
+        ctx.send(msg);
+        true
+    }
+
+    /// The most recent client request in flight here (whose client declared `capability`, if
+    /// given): the best guess at what caused a message the upstream sends without saying.
+    pub fn latest_context(&self, capability: Option<&str>) -> Option<Arc<RequestContext>> {
+        let inner = lock(&self.inner);
+        inner
+            .pending
+            .iter()
+            .filter_map(|(id, p)| Some((*id, p.ctx.as_ref()?)))
+            .filter(|(_, c)| capability.is_none_or(|cap| c.session.has_capability(cap)))
+            .max_by_key(|(id, _)| *id)
+            .map(|(_, c)| c.clone())
+    }
+}
+
+fn progress_token(id: u64) -> String {
+    format!("mcpb-{id}")
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::rpc::RpcPeer;
 use super::supervisor::{self, Outcome};
-use super::{CallError, LATEST_VERSION, SUPPORTED_VERSIONS, State, Upstream};
-use crate::jsonrpc::{self, Kind, RpcError};
+use super::{State, Upstream};
+use crate::jsonrpc::{self, Kind};
 
 #[derive(Debug, Clone)]
 pub struct StdioSpec {
@@ -125,7 +125,7 @@ async fn run_once(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToke
     let mut reader = tokio::spawn(read_stdout(up.clone(), peer.clone(), stdout));
 
     up.update_status(|s| s.state = State::Initializing);
-    let handshake = handshake(&up, &peer, up.timeouts.startup);
+    let handshake = super::handshake(&up, &peer, up.timeouts.startup);
     tokio::pin!(handshake);
     let mut initializing = true;
     let mut ready_since = None;
@@ -282,105 +282,12 @@ fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
             let id = id.clone();
             peer.deliver(&id, msg);
         }
-        Kind::Request { id, method } => {
-            let answer = match method {
-                "ping" => Ok(json!({})),
-                _ => Err(RpcError::new(
-                    jsonrpc::METHOD_NOT_FOUND,
-                    format!("mcp-bridge does not relay {method} from upstreams to clients"),
-                )),
-            };
-            peer.respond(id, answer);
-        }
-        Kind::Notification { method } => match method {
-            "notifications/tools/list_changed" => {
-                let (up, peer) = (up.clone(), peer.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = refresh_tools(&up, &peer, up.timeouts.startup).await {
-                        tracing::warn!(upstream = %up.name, error = %e, "re-listing tools failed");
-                    }
-                });
-            }
-            "notifications/message" => {
-                let params = msg.get("params").cloned().unwrap_or(Value::Null);
-                tracing::info!(target: "upstream_log", upstream = %up.name, "{params}");
-            }
-            _ => tracing::debug!(upstream = %up.name, method, "upstream notification"),
-        },
+        Kind::Request { id, method } => super::serve_request(up, peer, id.clone(), method, &msg),
+        Kind::Notification { method } => super::on_notification(up, peer, method, msg.clone()),
         Kind::Invalid(why) => {
             tracing::warn!(upstream = %up.name, why, "invalid JSON-RPC message from upstream");
         }
     }
-}
-
-async fn handshake(up: &Upstream, peer: &RpcPeer, timeout: Duration) -> Result<(), CallError> {
-    let params = json!({
-        "protocolVersion": LATEST_VERSION,
-        "capabilities": {},
-        "clientInfo": { "name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") },
-    });
-    let init = peer.call("initialize", Some(params), timeout).await?;
-    let version = init
-        .get("protocolVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !SUPPORTED_VERSIONS.contains(&version) {
-        return Err(CallError::Unavailable {
-            upstream: up.name.to_string(),
-            reason: format!(
-                "it answered protocol version {version:?}, which mcp-bridge does not speak"
-            ),
-        });
-    }
-    let version = version.to_owned();
-    peer.notify("notifications/initialized", None);
-    up.update_status(|s| {
-        s.server_info = init.get("serverInfo").cloned();
-        s.protocol_version = Some(version);
-    });
-    if init.pointer("/capabilities/tools").is_some() {
-        refresh_tools(up, peer, timeout).await?;
-    } else {
-        up.publish_tools(Vec::new());
-    }
-    Ok(())
-}
-
-/// Most pages followed for one list, so a server that hands out cursors forever cannot hang us.
-const MAX_PAGES: usize = 1000;
-
-/// Lists every tool, following pagination to the end, and publishes the list.
-pub(crate) async fn refresh_tools(
-    up: &Upstream,
-    peer: &RpcPeer,
-    timeout: Duration,
-) -> Result<(), CallError> {
-    let mut tools = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
-        let mut page = peer.call("tools/list", params, timeout).await?;
-        if let Some(Value::Array(items)) = page.get_mut("tools").map(Value::take) {
-            for tool in items {
-                if tool.get("name").and_then(Value::as_str).is_some() {
-                    tools.push(tool);
-                } else {
-                    tracing::warn!(upstream = %up.name, "ignored a tool without a name");
-                }
-            }
-        }
-        match page.get("nextCursor").and_then(Value::as_str) {
-            Some(next) if Some(next) != cursor.as_deref() => cursor = Some(next.to_owned()),
-            _ => {
-                up.publish_tools(tools);
-                return Ok(());
-            }
-        }
-    }
-    Err(CallError::Unavailable {
-        upstream: up.name.to_string(),
-        reason: format!("tools/list did not end after {MAX_PAGES} pages"),
-    })
 }
 
 #[cfg(test)]

@@ -186,6 +186,7 @@ mod tests {
             "test",
             super::super::Timeouts::default(),
             Arc::new(tokio::sync::Notify::new()),
+            Arc::new(super::super::NoClients),
         ))
     }
 
