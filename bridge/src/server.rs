@@ -589,6 +589,7 @@ pub fn status_json(bridge: &Bridge) -> Value {
                 "transport": u.transport,
                 "state": s.state,
                 "tools": tools,
+                "tools_listed": u.lists().tools.len(),
                 "last_error": s.last_error,
                 "next_retry_at": serde_json::to_value(&s).ok().and_then(|v| v.get("next_retry_at").cloned()),
                 "connects": s.connects,

@@ -328,9 +328,16 @@ impl Downstream for Sessions {
                     ),
                 ));
             };
-            session
+            if let Some(c) = &ctx {
+                c.outstanding.fetch_add(1, Ordering::Relaxed);
+            }
+            let answer = session
                 .request(ctx.as_deref(), &method, params, timeout)
-                .await
+                .await;
+            if let Some(c) = &ctx {
+                c.outstanding.fetch_sub(1, Ordering::Relaxed);
+            }
+            answer
         })
     }
 

@@ -255,7 +255,12 @@ impl Bridge {
         wait_for("all upstreams ready", Duration::from_secs(20), async || {
             let v: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
             let ups = v["upstreams"].as_array()?;
-            (ups.len() == count && ups.iter().all(|u| u["state"] == "ready")).then_some(())
+            // Ready, and the served catalog already holds what the upstream listed.
+            (ups.len() == count
+                && ups
+                    .iter()
+                    .all(|u| u["state"] == "ready" && u["tools"] == u["tools_listed"]))
+            .then_some(())
         })
         .await;
     }
@@ -419,12 +424,17 @@ impl Client {
     }
 
     pub async fn connect(url: &str) -> Self {
+        Self::connect_with(url, json!({})).await
+    }
+
+    /// Connects declaring these client capabilities.
+    pub async fn connect_with(url: &str, capabilities: Value) -> Self {
         let mut c = Self::new(url);
         let a = c
             .post_json(
                 &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                     "protocolVersion": "2025-11-25",
-                    "capabilities": {},
+                    "capabilities": capabilities,
                     "clientInfo": {"name": "e2e", "version": "1"}
                 }}),
             )
@@ -516,6 +526,96 @@ impl Client {
             req = req.header("mcp-session-id", s);
         }
         req.send().await.unwrap().status().as_u16()
+    }
+}
+
+/// Reads the JSON-RPC messages of a streamed POST answer (SSE, or one JSON message) as they
+/// arrive.
+pub struct MessageReader {
+    resp: reqwest::Response,
+    sse: bool,
+    buf: String,
+    queue: std::collections::VecDeque<Value>,
+    done: bool,
+}
+
+impl MessageReader {
+    /// The next message, or `None` when the answer ended; fails the test after 20 s.
+    pub async fn next(&mut self) -> Option<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(m) = self.queue.pop_front() {
+                return Some(m);
+            }
+            if self.done {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.resp.chunk())
+                .await
+                .expect("message in time")
+                .expect("body");
+            match chunk {
+                Some(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                None => self.done = true,
+            }
+            if self.sse {
+                while let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    for e in parse_sse(&block) {
+                        if let Ok(v) = serde_json::from_str(&e.data) {
+                            self.queue.push_back(v);
+                        }
+                    }
+                }
+            } else if self.done && !self.buf.is_empty() {
+                self.queue
+                    .push_back(serde_json::from_str(&self.buf).expect("JSON body"));
+                self.buf.clear();
+            }
+        }
+    }
+
+    /// Reads until the response with `id`, returning it and everything before it.
+    pub async fn until_response(&mut self, id: &Value) -> (Vec<Value>, Value) {
+        let mut before = Vec::new();
+        while let Some(m) = self.next().await {
+            if m.get("id") == Some(id) && m.get("method").is_none() {
+                return (before, m);
+            }
+            before.push(m);
+        }
+        panic!("answer ended without the response to {id}; got {before:?}");
+    }
+}
+
+impl Client {
+    /// POSTs a message and returns a reader over its answer as it streams.
+    pub async fn post_stream(&self, msg: &Value) -> MessageReader {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json");
+        if let Some(s) = &self.session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        let resp = req.body(msg.to_string()).send().await.expect("POST");
+        assert_eq!(resp.status(), 200, "POST {msg}");
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        MessageReader {
+            resp,
+            sse,
+            buf: String::new(),
+            queue: Default::default(),
+            done: false,
+        }
     }
 }
 

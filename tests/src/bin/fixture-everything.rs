@@ -17,7 +17,16 @@ use serde_json::{Value, json};
 
 const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
 const WAV_B64: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
-const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
 
 type Answer = Result<Value, Value>;
 
@@ -42,7 +51,10 @@ impl Server {
     fn log(&self, level: &str, data: &str) {
         let wanted = *self.level.lock().unwrap();
         if LEVELS.iter().position(|l| *l == level).unwrap_or(0) >= wanted {
-            self.notify("notifications/message", json!({"level": level, "data": data}));
+            self.notify(
+                "notifications/message",
+                json!({"level": level, "data": data}),
+            );
         }
     }
 
@@ -52,7 +64,8 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         self.waiting.lock().unwrap().insert(id.clone(), tx);
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| Err(json!({"code": -32001, "message": "client did not answer"})))
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| Err(json!({"code": -32001, "message": "client did not answer"})))
     }
 }
 
@@ -70,27 +83,77 @@ fn empty() -> Value {
 
 fn tools() -> Value {
     json!([
-        tool("test_simple_text", "Tests simple text content response", empty()),
-        tool("test_image_content", "Tests image content response", empty()),
-        tool("test_audio_content", "Tests audio content response", empty()),
-        tool("test_embedded_resource", "Tests embedded resource content response", empty()),
-        tool("test_multiple_content_types", "Tests response with multiple content types (text, image, resource)", empty()),
-        tool("test_tool_with_logging", "Tests tool that emits log messages during execution", empty()),
-        tool("test_tool_with_progress", "Tests tool that reports progress notifications", empty()),
-        tool("test_error_handling", "Tests error response handling", empty()),
-        tool("test_sampling", "Tests server-initiated sampling (LLM completion request)",
-            json!({"type": "object", "properties": {"prompt": {"type": "string", "description": "The prompt to send to the LLM"}}, "required": ["prompt"]})),
-        tool("test_elicitation", "Tests server-initiated elicitation (user input request)",
-            json!({"type": "object", "properties": {"message": {"type": "string", "description": "The message to show the user"}}, "required": ["message"]})),
-        tool("test_elicitation_sep1034_defaults", "Tests elicitation with default values per SEP-1034", empty()),
-        tool("test_elicitation_sep1330_enums", "Tests elicitation with enum schema improvements per SEP-1330", empty()),
-        tool("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)", json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "type": "object",
-            "$defs": {"address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
-            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
-            "additionalProperties": false
-        })),
+        tool(
+            "test_simple_text",
+            "Tests simple text content response",
+            empty()
+        ),
+        tool(
+            "test_image_content",
+            "Tests image content response",
+            empty()
+        ),
+        tool(
+            "test_audio_content",
+            "Tests audio content response",
+            empty()
+        ),
+        tool(
+            "test_embedded_resource",
+            "Tests embedded resource content response",
+            empty()
+        ),
+        tool(
+            "test_multiple_content_types",
+            "Tests response with multiple content types (text, image, resource)",
+            empty()
+        ),
+        tool(
+            "test_tool_with_logging",
+            "Tests tool that emits log messages during execution",
+            empty()
+        ),
+        tool(
+            "test_tool_with_progress",
+            "Tests tool that reports progress notifications",
+            empty()
+        ),
+        tool(
+            "test_error_handling",
+            "Tests error response handling",
+            empty()
+        ),
+        tool(
+            "test_sampling",
+            "Tests server-initiated sampling (LLM completion request)",
+            json!({"type": "object", "properties": {"prompt": {"type": "string", "description": "The prompt to send to the LLM"}}, "required": ["prompt"]})
+        ),
+        tool(
+            "test_elicitation",
+            "Tests server-initiated elicitation (user input request)",
+            json!({"type": "object", "properties": {"message": {"type": "string", "description": "The message to show the user"}}, "required": ["message"]})
+        ),
+        tool(
+            "test_elicitation_sep1034_defaults",
+            "Tests elicitation with default values per SEP-1034",
+            empty()
+        ),
+        tool(
+            "test_elicitation_sep1330_enums",
+            "Tests elicitation with enum schema improvements per SEP-1330",
+            empty()
+        ),
+        tool(
+            "json_schema_2020_12_tool",
+            "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)",
+            json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "$defs": {"address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
+                "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+                "additionalProperties": false
+            })
+        ),
     ])
 }
 
@@ -99,16 +162,29 @@ fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
     let content = |items: Vec<Value>| Ok(json!({"content": items}));
     match params["name"].as_str().unwrap_or("") {
         "test_simple_text" => content(vec![text("This is a simple text response for testing.")]),
-        "test_image_content" => content(vec![json!({"type": "image", "data": PNG_B64, "mimeType": "image/png"})]),
-        "test_audio_content" => content(vec![json!({"type": "audio", "data": WAV_B64, "mimeType": "audio/wav"})]),
-        "test_embedded_resource" => content(vec![json!({"type": "resource", "resource": {"uri": "test://embedded-resource", "mimeType": "text/plain", "text": "This is an embedded resource content."}})]),
+        "test_image_content" => content(vec![
+            json!({"type": "image", "data": PNG_B64, "mimeType": "image/png"}),
+        ]),
+        "test_audio_content" => content(vec![
+            json!({"type": "audio", "data": WAV_B64, "mimeType": "audio/wav"}),
+        ]),
+        "test_embedded_resource" => content(vec![
+            json!({"type": "resource", "resource": {"uri": "test://embedded-resource", "mimeType": "text/plain", "text": "This is an embedded resource content."}}),
+        ]),
         "test_multiple_content_types" => content(vec![
             text("Multiple content types test:"),
             json!({"type": "image", "data": PNG_B64, "mimeType": "image/png"}),
             json!({"type": "resource", "resource": {"uri": "test://mixed-content-resource", "mimeType": "application/json", "text": "{\"test\":\"data\",\"value\":123}"}}),
         ]),
         "test_tool_with_logging" => {
-            for (i, m) in ["Tool execution started", "Tool processing data", "Tool execution completed"].iter().enumerate() {
+            for (i, m) in [
+                "Tool execution started",
+                "Tool processing data",
+                "Tool execution completed",
+            ]
+            .iter()
+            .enumerate()
+            {
                 if i > 0 {
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -117,7 +193,10 @@ fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
             content(vec![text("Tool with logging executed successfully")])
         }
         "test_tool_with_progress" => {
-            let token = params.pointer("/_meta/progressToken").cloned().unwrap_or(json!(0));
+            let token = params
+                .pointer("/_meta/progressToken")
+                .cloned()
+                .unwrap_or(json!(0));
             for (i, p) in [0, 50, 100].iter().enumerate() {
                 if i > 0 {
                     std::thread::sleep(Duration::from_millis(50));
@@ -130,13 +209,23 @@ fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
             };
             content(vec![text(shown)])
         }
-        "test_error_handling" => Ok(json!({"content": [text("This tool intentionally returns an error for testing")], "isError": true})),
+        "test_error_handling" => Ok(
+            json!({"content": [text("This tool intentionally returns an error for testing")], "isError": true}),
+        ),
         "test_sampling" => {
             let prompt = args["prompt"].as_str().unwrap_or("").to_owned();
             let answer = s.ask("sampling/createMessage", json!({"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}], "maxTokens": 100}));
             match answer {
-                Ok(r) => content(vec![text(format!("LLM response: {}", r.pointer("/content/text").and_then(Value::as_str).unwrap_or("")))]),
-                Err(e) => content(vec![text(format!("Sampling not supported or error: {}", e["message"].as_str().unwrap_or("")))]),
+                Ok(r) => content(vec![text(format!(
+                    "LLM response: {}",
+                    r.pointer("/content/text")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                ))]),
+                Err(e) => content(vec![text(format!(
+                    "Sampling not supported or error: {}",
+                    e["message"].as_str().unwrap_or("")
+                ))]),
             }
         }
         "test_elicitation" => {
@@ -144,29 +233,48 @@ fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
             let schema = json!({"type": "object", "properties": {"username": {"type": "string", "description": "User's response"}, "email": {"type": "string", "description": "User's email address"}}, "required": ["username", "email"]});
             elicit(s, message, schema, "User response")
         }
-        "test_elicitation_sep1034_defaults" => elicit(s, "Please review and update the form fields with defaults".into(), json!({"type": "object", "properties": {
+        "test_elicitation_sep1034_defaults" => elicit(
+            s,
+            "Please review and update the form fields with defaults".into(),
+            json!({"type": "object", "properties": {
             "name": {"type": "string", "description": "User name", "default": "John Doe"},
             "age": {"type": "integer", "description": "User age", "default": 30},
             "score": {"type": "number", "description": "User score", "default": 95.5},
             "status": {"type": "string", "description": "User status", "enum": ["active", "inactive", "pending"], "default": "active"},
             "verified": {"type": "boolean", "description": "Verification status", "default": true}
-        }, "required": []}), "Elicitation completed"),
-        "test_elicitation_sep1330_enums" => elicit(s, "Please select options from the enum fields".into(), json!({"type": "object", "properties": {
+        }, "required": []}),
+            "Elicitation completed",
+        ),
+        "test_elicitation_sep1330_enums" => elicit(
+            s,
+            "Please select options from the enum fields".into(),
+            json!({"type": "object", "properties": {
             "untitledSingle": {"type": "string", "description": "Select one option", "enum": ["option1", "option2", "option3"]},
             "titledSingle": {"type": "string", "description": "Select one option with titles", "oneOf": [{"const": "value1", "title": "First Option"}, {"const": "value2", "title": "Second Option"}, {"const": "value3", "title": "Third Option"}]},
             "legacyEnum": {"type": "string", "description": "Select one option (legacy)", "enum": ["opt1", "opt2", "opt3"], "enumNames": ["Option One", "Option Two", "Option Three"]},
             "untitledMulti": {"type": "array", "description": "Select multiple options", "minItems": 1, "maxItems": 3, "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
             "titledMulti": {"type": "array", "description": "Select multiple options with titles", "minItems": 1, "maxItems": 3, "items": {"anyOf": [{"const": "value1", "title": "First Choice"}, {"const": "value2", "title": "Second Choice"}, {"const": "value3", "title": "Third Choice"}]}}
-        }, "required": []}), "Elicitation completed"),
-        "json_schema_2020_12_tool" => content(vec![text(format!("JSON Schema 2020-12 tool called with: {args}"))]),
+        }, "required": []}),
+            "Elicitation completed",
+        ),
+        "json_schema_2020_12_tool" => content(vec![text(format!(
+            "JSON Schema 2020-12 tool called with: {args}"
+        ))]),
         other => Err((-32602, format!("Unknown tool: {other}"))),
     }
 }
 
 fn elicit(s: &Server, message: String, schema: Value, label: &str) -> Result<Value, (i64, String)> {
-    match s.ask("elicitation/create", json!({"message": message, "requestedSchema": schema})) {
-        Ok(r) => Ok(json!({"content": [text(format!("{label}: action={}, content={}", r["action"].as_str().unwrap_or(""), r.get("content").cloned().unwrap_or(json!({}))))]})),
-        Err(e) => Ok(json!({"content": [text(format!("Elicitation failed: {}", e["message"].as_str().unwrap_or("")))], "isError": true})),
+    match s.ask(
+        "elicitation/create",
+        json!({"message": message, "requestedSchema": schema}),
+    ) {
+        Ok(r) => Ok(
+            json!({"content": [text(format!("{label}: action={}, content={}", r["action"].as_str().unwrap_or(""), r.get("content").cloned().unwrap_or(json!({}))))]}),
+        ),
+        Err(e) => Ok(
+            json!({"content": [text(format!("Elicitation failed: {}", e["message"].as_str().unwrap_or("")))], "isError": true}),
+        ),
     }
 }
 
@@ -181,11 +289,22 @@ fn resources() -> Value {
 fn read_resource(uri: &str) -> Result<Value, (i64, String)> {
     let one = |c: Value| Ok(json!({"contents": [c]}));
     match uri {
-        "test://static-text" => one(json!({"uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource."})),
-        "test://static-binary" => one(json!({"uri": uri, "mimeType": "image/png", "blob": PNG_B64})),
-        "test://watched-resource" => one(json!({"uri": uri, "mimeType": "text/plain", "text": "Watched resource content"})),
-        _ => match uri.strip_prefix("test://template/").and_then(|r| r.strip_suffix("/data")) {
-            Some(id) => one(json!({"uri": uri, "mimeType": "application/json", "text": json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")}).to_string()})),
+        "test://static-text" => one(
+            json!({"uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource."}),
+        ),
+        "test://static-binary" => {
+            one(json!({"uri": uri, "mimeType": "image/png", "blob": PNG_B64}))
+        }
+        "test://watched-resource" => {
+            one(json!({"uri": uri, "mimeType": "text/plain", "text": "Watched resource content"}))
+        }
+        _ => match uri
+            .strip_prefix("test://template/")
+            .and_then(|r| r.strip_suffix("/data"))
+        {
+            Some(id) => one(
+                json!({"uri": uri, "mimeType": "application/json", "text": json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")}).to_string()}),
+            ),
             None => Err((-32002, format!("Resource not found: {uri}"))),
         },
     }
@@ -213,7 +332,9 @@ fn get_prompt(params: &Value) -> Result<Value, (i64, String)> {
             args["arg2"].as_str().unwrap_or("")
         )))],
         "test_prompt_with_embedded_resource" => vec![
-            user(json!({"type": "resource", "resource": {"uri": args["resourceUri"].as_str().unwrap_or("test://example-resource"), "mimeType": "text/plain", "text": "Embedded resource content for testing."}})),
+            user(
+                json!({"type": "resource", "resource": {"uri": args["resourceUri"].as_str().unwrap_or("test://example-resource"), "mimeType": "text/plain", "text": "Embedded resource content for testing."}}),
+            ),
             user(text("Please process the embedded resource above.")),
         ],
         "test_prompt_with_image" => vec![
@@ -229,7 +350,12 @@ fn handle(s: &Server, method: &str, params: &Value) -> Result<Value, (i64, Strin
     match method {
         "initialize" => {
             let asked = params["protocolVersion"].as_str().unwrap_or("");
-            let version = if ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"].contains(&asked) { asked } else { "2025-11-25" };
+            let version =
+                if ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"].contains(&asked) {
+                    asked
+                } else {
+                    "2025-11-25"
+                };
             Ok(json!({
                 "protocolVersion": version,
                 "capabilities": {"tools": {"listChanged": true}, "resources": {"subscribe": true, "listChanged": true}, "prompts": {"listChanged": true}, "logging": {}, "completions": {}},
@@ -246,34 +372,54 @@ fn handle(s: &Server, method: &str, params: &Value) -> Result<Value, (i64, Strin
         "tools/list" => Ok(json!({"tools": tools()})),
         "tools/call" => call_tool(s, params),
         "resources/list" => Ok(json!({"resources": resources()})),
-        "resources/templates/list" => Ok(json!({"resourceTemplates": [{"uriTemplate": "test://template/{id}/data", "name": "template", "title": "Resource Template", "description": "A resource template with parameter substitution", "mimeType": "application/json"}]})),
+        "resources/templates/list" => Ok(
+            json!({"resourceTemplates": [{"uriTemplate": "test://template/{id}/data", "name": "template", "title": "Resource Template", "description": "A resource template with parameter substitution", "mimeType": "application/json"}]}),
+        ),
         "resources/read" => read_resource(params["uri"].as_str().unwrap_or("")),
         "prompts/list" => Ok(json!({"prompts": prompts()})),
         "prompts/get" => get_prompt(params),
-        "completion/complete" => Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}})),
+        "completion/complete" => {
+            Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}}))
+        }
         other => Err((-32601, format!("Method not found: {other}"))),
     }
 }
 
 fn main() {
-    let server = Arc::new(Server { out: Mutex::new(std::io::stdout()), waiting: Mutex::new(HashMap::new()), next: AtomicU64::new(1), level: Mutex::new(0) });
+    let server = Arc::new(Server {
+        out: Mutex::new(std::io::stdout()),
+        waiting: Mutex::new(HashMap::new()),
+        next: AtomicU64::new(1),
+        level: Mutex::new(0),
+    });
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
         let id = msg.get("id").cloned();
         match (msg.get("method").and_then(Value::as_str), id) {
             (Some(method), Some(id)) => {
-                let (server, method, params) = (server.clone(), method.to_owned(), msg.get("params").cloned().unwrap_or(json!({})));
+                let (server, method, params) = (
+                    server.clone(),
+                    method.to_owned(),
+                    msg.get("params").cloned().unwrap_or(json!({})),
+                );
                 std::thread::spawn(move || {
                     let reply = match handle(&server, &method, &params) {
                         Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
-                        Err((code, message)) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+                        Err((code, message)) => {
+                            json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+                        }
                     };
                     server.send(&reply);
                 });
             }
             (None, Some(id)) => {
-                let key = id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string());
+                let key = id
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| id.to_string());
                 if let Some(tx) = server.waiting.lock().unwrap().remove(&key) {
                     let answer = match msg.get("error") {
                         Some(e) => Err(e.clone()),

@@ -106,6 +106,12 @@ fn main() {
             eprintln!("fixture {}: bad line", opts.name);
             continue;
         };
+        if msg["method"] == "notifications/cancelled" {
+            eprintln!(
+                "fixture {} got cancel for request {}",
+                opts.name, msg["params"]["requestId"]
+            );
+        }
         let Some(id) = msg.get("id").cloned() else {
             continue;
         };
