@@ -16,6 +16,9 @@ const MAX_SSE_LINE: usize = 64 * 1024 * 1024;
 pub enum ClientError {
     #[error("cannot reach {url}: {source}")]
     Connect { url: String, source: reqwest::Error },
+    /// The connection broke after the request was (perhaps) sent.
+    #[error("the connection to {url} broke: {source}")]
+    Broken { url: String, source: reqwest::Error },
     #[error("the session is gone (HTTP 404)")]
     SessionGone,
     #[error("HTTP {status}: {body}")]
@@ -94,9 +97,11 @@ impl StreamableClient {
     }
 
     fn connect_error(&self, source: reqwest::Error) -> ClientError {
-        ClientError::Connect {
-            url: self.url.clone(),
-            source,
+        let url = self.url.clone();
+        if source.is_connect() {
+            ClientError::Connect { url, source }
+        } else {
+            ClientError::Broken { url, source }
         }
     }
 
@@ -148,10 +153,7 @@ impl StreamableClient {
         if sse {
             return Ok(Posted::Messages(messages(resp).boxed()));
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body = resp.bytes().await.map_err(|e| self.connect_error(e))?;
         if body.is_empty() {
             return Ok(Posted::Accepted);
         }

@@ -3,20 +3,24 @@
 //! server-initiated messages are written to stdout, one message a line. stdout carries only
 //! protocol messages; diagnostics go to stderr.
 //!
-//! This build forwards requests concurrently, keeps the GET stream, sends the inbound token,
-//! and deletes its session when stdin closes or on SIGTERM. Surviving a bridge restart
-//! (re-initialize and resend) is not implemented yet: requests then get a JSON-RPC error that
-//! says how to start the bridge.
+//! Bridge restarts are invisible to the client: on a refused connection, a 404 session or a
+//! stream cut mid-answer, the shim waits for the bridge with backoff, opens a new session with
+//! the client's original `initialize` params, and resends the requests that were in flight if
+//! they are safe to repeat (list and read methods, tools annotated read-only or idempotent);
+//! others get a JSON-RPC error saying the bridge restarted.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use futures_util::StreamExt;
 use mcp_bridge::client::{ClientError, Posted, StreamableClient};
-use serde_json::Value;
+use mcp_bridge::jsonrpc;
+use serde_json::{Value, json};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -31,10 +35,15 @@ struct Cli {
     /// The bridge's MCP endpoint [default: http://MCP_BRIDGE_HOST:MCP_BRIDGE_PORT/MCP_BRIDGE_MCP_PATH]
     #[arg(long)]
     url: Option<String>,
+    /// How long to wait for the bridge when it is not running (at start or after it went away).
+    #[arg(long, default_value_t = 30.0)]
+    wait_secs: f64,
 }
 
 /// Longest line accepted on stdin.
 const MAX_LINE: usize = 64 * 1024 * 1024;
+/// JSON-RPC error code for a request lost to a bridge restart (server-defined range).
+pub const BRIDGE_RESTARTED: i64 = -32003;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -74,6 +83,299 @@ fn default_url(config: &proto::config::Config) -> String {
     format!("http://{host}:{}{}", config.port, config.mcp_path)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Shim {
+    client: StreamableClient,
+    out: mpsc::UnboundedSender<Value>,
+    wait: Duration,
+    /// The client's `initialize` params, replayed when a new session is needed.
+    init_params: Mutex<Option<Value>>,
+    /// Sessions opened so far; a request remembers the one it was sent on.
+    generation: tokio::sync::Mutex<u64>,
+    /// Tool name → safe to repeat, learnt from the `tools/list` answers passing through.
+    safe_tools: Mutex<HashMap<String, bool>>,
+    stream: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+enum Lost {
+    /// The bridge is unreachable or forgot the session before the request got there.
+    NotSent(ClientError),
+    /// The request may have reached the bridge; its answer was lost.
+    InFlight(ClientError),
+}
+
+impl Shim {
+    fn explain(&self, e: &ClientError) -> String {
+        if e.is_connect() {
+            format!(
+                "mcp-bridge is not reachable at {} ({e}). Start it with `mcp-bridge serve`, or install it as a service with `mcp-bridge service install`.",
+                self.client.url()
+            )
+        } else {
+            format!("mcp-bridge answered with an error: {e}")
+        }
+    }
+
+    /// Whether repeating `msg` cannot do harm twice.
+    fn safe_to_repeat(&self, msg: &Value) -> bool {
+        match msg.get("method").and_then(Value::as_str) {
+            Some(
+                "ping"
+                | "tools/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "prompts/list"
+                | "resources/read"
+                | "prompts/get"
+                | "completion/complete"
+                | "logging/setLevel",
+            ) => true,
+            Some("tools/call") => msg
+                .pointer("/params/name")
+                .and_then(Value::as_str)
+                .and_then(|n| lock(&self.safe_tools).get(n).copied())
+                .unwrap_or(false),
+            _ => false,
+        }
+    }
+
+    fn learn_tools(&self, answer: &Value) {
+        let Some(tools) = answer.pointer("/result/tools").and_then(Value::as_array) else {
+            return;
+        };
+        let mut safe = lock(&self.safe_tools);
+        for t in tools {
+            if let Some(name) = t.get("name").and_then(Value::as_str) {
+                let hint =
+                    |k: &str| t.pointer(&format!("/annotations/{k}")) == Some(&Value::Bool(true));
+                safe.insert(
+                    name.to_owned(),
+                    hint("readOnlyHint") || hint("idempotentHint"),
+                );
+            }
+        }
+    }
+
+    /// POSTs one message and relays its answer; `Err` if the bridge went away before the answer
+    /// was complete.
+    async fn post_once(&self, msg: &Value) -> Result<(), Lost> {
+        let id = msg.get("id").cloned();
+        let is_list = msg.get("method").and_then(Value::as_str) == Some("tools/list");
+        let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
+        let mut stream = match self.client.post(msg).await {
+            Ok(Posted::Accepted) => return Ok(()),
+            Ok(Posted::Messages(s)) => s,
+            Err(e @ (ClientError::Connect { .. } | ClientError::SessionGone)) => {
+                return Err(Lost::NotSent(e));
+            }
+            Err(e @ ClientError::Broken { .. }) => return Err(Lost::InFlight(e)),
+            Err(e) => {
+                if let Some(id) = &id {
+                    let _ = self.out.send(jsonrpc::error_response(
+                        id,
+                        jsonrpc::UPSTREAM_UNAVAILABLE,
+                        self.explain(&e),
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(m) => {
+                    let is_answer =
+                        id.is_some() && m.get("id") == id.as_ref() && m.get("method").is_none();
+                    if is_answer && is_init {
+                        self.client.note_initialized(&m);
+                    }
+                    if is_answer && is_list {
+                        self.learn_tools(&m);
+                    }
+                    let _ = self.out.send(m);
+                    if is_answer {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(Lost::InFlight(e)),
+            }
+        }
+        if id.is_some() && msg.get("method").is_some() {
+            return Err(Lost::InFlight(ClientError::Protocol(
+                "the answer stream ended without the response".into(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Forwards one client message, surviving a bridge restart.
+    async fn forward(self: &Arc<Self>, msg: Value) {
+        let id = msg.get("id").cloned();
+        let is_request = id.is_some() && msg.get("method").is_some();
+        let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
+        if is_init {
+            *lock(&self.init_params) = msg.get("params").cloned();
+        }
+        for attempt in 0..3 {
+            let generation = *self.generation.lock().await;
+            let lost = match self.post_once(&msg).await {
+                Ok(()) => {
+                    if is_init {
+                        self.start_stream(generation);
+                    }
+                    return;
+                }
+                Err(lost) => lost,
+            };
+            if !is_request {
+                // A notification or an answer for a session that is gone has nobody to reach.
+                tracing::info!("dropped a message for a bridge session that ended");
+                return;
+            }
+            let (in_flight, error) = match lost {
+                Lost::NotSent(e) => (false, e),
+                Lost::InFlight(e) => (true, e),
+            };
+            tracing::warn!(error = %error, attempt, "the bridge went away; reconnecting");
+            if is_init {
+                if !self.wait_for_bridge(&msg).await {
+                    if let Some(id) = &id {
+                        let _ = self.out.send(jsonrpc::error_response(
+                            id,
+                            jsonrpc::UPSTREAM_UNAVAILABLE,
+                            self.explain(&error),
+                        ));
+                    }
+                    eprintln!("mcp-bridge-shim: {}", self.explain(&error));
+                }
+                return;
+            }
+            if let Err(e) = self.reconnect(generation).await {
+                if let Some(id) = &id {
+                    let _ = self.out.send(jsonrpc::error_response(
+                        id,
+                        jsonrpc::UPSTREAM_UNAVAILABLE,
+                        self.explain(&e),
+                    ));
+                }
+                return;
+            }
+            if in_flight && !self.safe_to_repeat(&msg) {
+                if let Some(id) = &id {
+                    let _ = self.out.send(jsonrpc::error_response(
+                        id,
+                        BRIDGE_RESTARTED,
+                        "mcp-bridge restarted while this request was in flight; it was not repeated because it may not be safe to run twice",
+                    ));
+                }
+                return;
+            }
+        }
+        if let Some(id) = &id {
+            let _ = self.out.send(jsonrpc::error_response(
+                id,
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                "mcp-bridge kept going away; giving up on this request",
+            ));
+        }
+    }
+
+    /// Retries the client's own `initialize` until the bridge answers or the wait is over.
+    async fn wait_for_bridge(self: &Arc<Self>, msg: &Value) -> bool {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let mut delay = Duration::from_millis(100);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            self.client.reset();
+            if self.post_once(msg).await.is_ok() {
+                let generation = *self.generation.lock().await;
+                self.start_stream(generation);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Opens a new session with the client's original `initialize` params, unless another task
+    /// already did since `seen`.
+    async fn reconnect(self: &Arc<Self>, seen: u64) -> Result<(), ClientError> {
+        let mut generation = self.generation.lock().await;
+        if *generation != seen {
+            return Ok(());
+        }
+        let params = lock(&self.init_params).clone().unwrap_or_else(|| {
+            json!({
+                "protocolVersion": mcp_bridge::upstream::LATEST_VERSION,
+                "capabilities": {},
+                "clientInfo": { "name": "mcp-bridge-shim", "version": env!("CARGO_PKG_VERSION") },
+            })
+        });
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let mut delay = Duration::from_millis(50);
+        let mut last = None;
+        while tokio::time::Instant::now() < deadline {
+            self.client.reset();
+            let init = json!({ "jsonrpc": "2.0", "id": "mcp-bridge-shim-reinit", "method": "initialize", "params": params });
+            match self.client.post(&init).await {
+                Ok(Posted::Messages(mut s)) => {
+                    while let Some(Ok(m)) = s.next().await {
+                        if m.get("id") == init.get("id") {
+                            self.client.note_initialized(&m);
+                            break;
+                        }
+                    }
+                    let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+                    let _ = self.client.post(&note).await;
+                    *generation += 1;
+                    tracing::warn!(
+                        generation = *generation,
+                        "reconnected to mcp-bridge with a new session"
+                    );
+                    drop(generation);
+                    let g = *self.generation.lock().await;
+                    self.start_stream(g);
+                    return Ok(());
+                }
+                Ok(Posted::Accepted) => {
+                    last = Some(ClientError::Protocol("initialize got no answer".into()))
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        Err(last.unwrap_or_else(|| ClientError::Protocol("timed out".into())))
+    }
+
+    /// Relays the GET stream of the current session; when it breaks (the bridge went away),
+    /// reconnects so server-initiated messages keep flowing.
+    fn start_stream(self: &Arc<Self>, generation: u64) {
+        let shim = self.clone();
+        let task = tokio::spawn(async move {
+            match shim.client.open_stream().await {
+                Ok(Some(stream)) => {
+                    let mut stream = std::pin::pin!(stream);
+                    while let Some(Ok(m)) = stream.next().await {
+                        let _ = shim.out.send(m);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => tracing::debug!(error = %e, "cannot open the server stream"),
+            }
+            if *shim.generation.lock().await == generation {
+                tracing::warn!("the server stream ended; reconnecting");
+                let _ = shim.reconnect(generation).await;
+            }
+        });
+        if let Some(old) = lock(&self.stream).replace(task) {
+            old.abort();
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = mcp_bridge::cli::load_config()?;
     let url = cli.url.unwrap_or_else(|| default_url(&config));
@@ -81,8 +383,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &config.config_dir,
         std::env::var(mcp_bridge::INBOUND_TOKEN_ENV).ok(),
     )?;
-    let client = Arc::new(StreamableClient::new(&url, token));
-
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
@@ -94,11 +394,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     });
+    let shim = Arc::new(Shim {
+        client: StreamableClient::new(&url, token),
+        out: out_tx.clone(),
+        wait: Duration::from_secs_f64(cli.wait_secs.clamp(0.0, 3600.0)),
+        init_params: Mutex::new(None),
+        generation: tokio::sync::Mutex::new(0),
+        safe_tools: Mutex::new(HashMap::new()),
+        stream: Mutex::new(None),
+    });
 
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut buf = Vec::new();
     let mut tasks = JoinSet::new();
-    let mut stream_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         let line = tokio::select! {
@@ -112,9 +420,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let msg = match (cut, serde_json::from_slice::<Value>(&buf)) {
             (false, Ok(m)) => m,
             (true, _) | (_, Err(_)) => {
-                let _ = out_tx.send(mcp_bridge::jsonrpc::error_response(
+                let _ = out_tx.send(jsonrpc::error_response(
                     &Value::Null,
-                    mcp_bridge::jsonrpc::PARSE_ERROR,
+                    jsonrpc::PARSE_ERROR,
                     "Parse error: not a JSON-RPC message",
                 ));
                 continue;
@@ -124,103 +432,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             && msg.get("id").is_some();
         if is_init {
             // Later messages need the session id, so initialize completes before anything else.
-            forward(&client, msg, &out_tx).await;
-            if stream_task.is_none() && client.session().is_some() {
-                stream_task = Some(tokio::spawn(server_stream(client.clone(), out_tx.clone())));
-            }
+            shim.forward(msg).await;
         } else {
-            let (client, out) = (client.clone(), out_tx.clone());
-            tasks.spawn(async move { forward(&client, msg, &out).await });
+            let shim = shim.clone();
+            tasks.spawn(async move { shim.forward(msg).await });
         }
-        // Reap finished forwards so the set does not grow.
         while tasks.try_join_next().is_some() {}
     }
     // stdin closed: let in-flight requests finish, then end the session.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    if let Some(t) = stream_task {
+    if let Some(t) = lock(&shim.stream).take() {
         t.abort();
     }
-    client.delete().await;
+    shim.client.delete().await;
+    drop(shim);
     drop(out_tx);
     let _ = writer.await;
     Ok(())
-}
-
-fn explain(client: &StreamableClient, e: &ClientError) -> String {
-    if e.is_connect() {
-        format!(
-            "mcp-bridge is not reachable at {}: {e}. Start it with `mcp-bridge serve` (or its service).",
-            client.url()
-        )
-    } else {
-        format!("mcp-bridge answered with an error: {e}")
-    }
-}
-
-/// POSTs one message and writes every message of the answer to stdout.
-async fn forward(client: &StreamableClient, msg: Value, out: &mpsc::UnboundedSender<Value>) {
-    let id = msg.get("id").cloned();
-    let is_request = id.is_some() && msg.get("method").is_some();
-    let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
-    match client.post(&msg).await {
-        Ok(Posted::Accepted) => {}
-        Ok(Posted::Messages(mut stream)) => {
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(m) => {
-                        if is_init && m.get("id") == id.as_ref() {
-                            client.note_initialized(&m);
-                        }
-                        let _ = out.send(m);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "answer stream broke");
-                        if let (true, Some(id)) = (is_request, &id) {
-                            let _ = out.send(mcp_bridge::jsonrpc::error_response(
-                                id,
-                                mcp_bridge::jsonrpc::INTERNAL_ERROR,
-                                explain(client, &e),
-                            ));
-                        }
-                        return;
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "forwarding failed");
-            if let (true, Some(id)) = (is_request, &id) {
-                let _ = out.send(mcp_bridge::jsonrpc::error_response(
-                    id,
-                    mcp_bridge::jsonrpc::UPSTREAM_UNAVAILABLE,
-                    explain(client, &e),
-                ));
-            }
-        }
-    }
-}
-
-/// Relays the GET stream (list_changed and other server-initiated messages) to stdout.
-async fn server_stream(client: Arc<StreamableClient>, out: mpsc::UnboundedSender<Value>) {
-    match client.open_stream().await {
-        Ok(Some(stream)) => {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(m) => {
-                        let _ = out.send(m);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "server stream broke");
-                        return;
-                    }
-                }
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot open the server stream"),
-    }
 }

@@ -64,8 +64,8 @@ async fn tools_from_two_upstreams_are_prefixed_paginated_and_routed() {
     ] {
         assert!(names.contains(&n.to_string()), "{n} missing from {names:?}");
     }
-    // beta pages 2 at a time: 7 base tools + 5 extra all arrive.
-    assert_eq!(names.iter().filter(|n| n.starts_with("beta__")).count(), 12);
+    // beta pages 2 at a time: 8 base tools + 5 extra all arrive.
+    assert_eq!(names.iter().filter(|n| n.starts_with("beta__")).count(), 13);
     let re = regex_like_valid;
     assert!(names.iter().all(|n| re(n)), "{names:?}");
     // Unknown fields of a tool pass through untouched.

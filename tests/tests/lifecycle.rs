@@ -166,7 +166,7 @@ async fn start_with_the_upstream_down_serves_cached_tools() {
     );
     let s = b.status().await;
     assert_ne!(upstream(&s, "alpha")["state"], "ready");
-    assert_eq!(upstream(&s, "alpha")["tools"], 7);
+    assert_eq!(upstream(&s, "alpha")["tools"], 8);
     // The cache keeps alpha's list while it is down.
     let text = std::fs::read_to_string(dir.path().join("tools-cache.json")).unwrap();
     assert!(text.contains("\"whoami\""));

@@ -17,8 +17,13 @@ struct Shim {
 
 impl Shim {
     fn start(url: &str) -> Self {
+        Self::start_with(url, &[])
+    }
+
+    fn start_with(url: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("mcp-bridge-shim"))
             .args(["--url", url])
+            .args(extra)
             .env("MCP_BRIDGE_CONFIG_DIR", "/nonexistent-mcpb-config")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -146,7 +151,10 @@ async fn a_missing_bridge_gets_a_clear_error() {
         .local_addr()
         .unwrap()
         .port();
-    let mut shim = Shim::start(&format!("http://127.0.0.1:{port}/mcp"));
+    let mut shim = Shim::start_with(
+        &format!("http://127.0.0.1:{port}/mcp"),
+        &["--wait-secs", "0.5"],
+    );
     shim.send(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"d","version":"1"}}})).await;
     let r = shim.recv().await;
     assert_eq!(r["id"], 1);
@@ -167,4 +175,99 @@ async fn a_missing_bridge_gets_a_clear_error() {
         .unwrap()
         .unwrap();
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_bridge_restart_is_invisible_to_the_client() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let dir = TempDir::new("restart");
+    let start = || {
+        Bridge::builder()
+            .in_dir(dir.path())
+            .config(&fixture_entry("alpha", &[]))
+            .env("MCP_BRIDGE_PORT", &port)
+            .start()
+    };
+    let mut b = start().await;
+    b.wait_ready(1).await;
+    let mut shim = Shim::start(&b.url);
+    shim.initialize().await;
+    let mut others = Vec::new();
+    shim.send(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))
+        .await;
+    shim.recv_id(json!(1), &mut others).await;
+    // One read-only and one non-idempotent call in flight when the bridge dies.
+    shim.send(json!({"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"alpha__sleep","arguments":{"ms":1500}}})).await;
+    shim.send(json!({"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"alpha__slow_write","arguments":{"ms":1500}}})).await;
+    b.wait_log("both calls at the child", |l| {
+        l.contains("fixture alpha sleeping 1500")
+    })
+    .await;
+    signal(b.pid(), libc::SIGKILL);
+    wait_exit(&mut b.child, Duration::from_secs(10));
+    let b2 = start().await;
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 2 {
+        let m = shim.recv().await;
+        if let Some(id) = m.get("id").and_then(Value::as_i64) {
+            answers.insert(id, m);
+        }
+    }
+    assert_eq!(
+        text_of(&answers[&10]),
+        "[alpha] slept 1500",
+        "read-only call retried: {}",
+        answers[&10]
+    );
+    assert_eq!(answers[&11]["error"]["code"], -32003, "{}", answers[&11]);
+    assert!(
+        answers[&11]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restarted")
+    );
+    // The session goes on as if nothing happened.
+    shim.send(json!({"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"message":"after"}}})).await;
+    let mut others = Vec::new();
+    assert_eq!(
+        text_of(&shim.recv_id(json!(12), &mut others).await),
+        "[alpha] after"
+    );
+    assert_eq!(
+        b2.status().await["sessions"],
+        1,
+        "one new session, not one per request"
+    );
+}
+
+#[tokio::test]
+async fn sampling_reaches_the_stdio_client_and_the_answer_goes_back() {
+    let config = format!(
+        "[[upstream]]\nname = \"ev\"\ncommand = {:?}\n",
+        bin("fixture-everything").display().to_string()
+    );
+    let b = Bridge::builder().config(&config).start().await;
+    b.wait_ready(1).await;
+    let mut shim = Shim::start(&b.url);
+    shim.send(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{}},"clientInfo":{"name":"desktop","version":"1"}}})).await;
+    shim.recv().await;
+    shim.send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .await;
+    shim.send(json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"ev__test_sampling","arguments":{"prompt":"hello"}}})).await;
+    let q = loop {
+        let m = shim.recv().await;
+        if m["method"] == "sampling/createMessage" {
+            break m;
+        }
+    };
+    assert_eq!(q["params"]["messages"][0]["content"]["text"], "hello");
+    shim.send(json!({"jsonrpc":"2.0","id":q["id"],"result":{"role":"assistant","content":{"type":"text","text":"hi from desktop"},"model":"m"}})).await;
+    let mut others = Vec::new();
+    let r = shim.recv_id(json!(3), &mut others).await;
+    assert_eq!(text_of(&r), "LLM response: hi from desktop");
 }

@@ -58,12 +58,16 @@ fn parse_args() -> Opts {
 }
 
 fn tool(name: &str, desc: &str) -> Value {
-    json!({
+    let mut t = json!({
         "name": name,
         "description": desc,
         "inputSchema": {"type": "object"},
         "x-fixture-extra": {"kept": true},
-    })
+    });
+    if ["echo", "whoami", "sleep"].contains(&name) {
+        t["annotations"] = json!({"readOnlyHint": true});
+    }
+    t
 }
 
 fn text(s: String) -> Value {
@@ -81,6 +85,7 @@ fn main() {
         tool("add_tool", "add a tool"),
         tool("touch_list", "send list_changed without a change"),
         tool("hang", "stop answering"),
+        tool("slow_write", "a non-idempotent call that takes ms"),
     ];
     let mut calls = 0u64;
     for i in 0..opts.extra {
@@ -181,6 +186,12 @@ fn main() {
                             json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
                         );
                         Ok(text(format!("added {n}")))
+                    }
+                    "slow_write" => {
+                        let ms = args["ms"].as_u64().unwrap_or(100);
+                        eprintln!("fixture {} writing for {ms} ms", opts.name);
+                        std::thread::sleep(std::time::Duration::from_millis(ms));
+                        Ok(text(format!("[{}] wrote", opts.name)))
                     }
                     "touch_list" => {
                         send(
