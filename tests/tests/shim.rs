@@ -204,8 +204,12 @@ async fn a_bridge_restart_is_invisible_to_the_client() {
     // One read-only and one non-idempotent call in flight when the bridge dies.
     shim.send(json!({"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"alpha__sleep","arguments":{"ms":1500}}})).await;
     shim.send(json!({"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"alpha__slow_write","arguments":{"ms":1500}}})).await;
-    b.wait_log("both calls at the child", |l| {
+    b.wait_log("the read at the child", |l| {
         l.contains("fixture alpha sleeping 1500")
+    })
+    .await;
+    b.wait_log("the write at the child", |l| {
+        l.contains("fixture alpha writing for 1500")
     })
     .await;
     signal(b.pid(), libc::SIGKILL);
