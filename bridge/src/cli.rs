@@ -30,6 +30,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the `mcpServers` entry for Claude Desktop's claude_desktop_config.json, with this
+    /// machine's path to mcp-bridge-shim.
+    DesktopConfig,
     /// Serve the built-in demo MCP server on stdio (the bridge spawns this itself).
     #[command(hide = true)]
     DemoUpstream,
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::DemoUpstream => crate::demo::serve_stdio().context("demo upstream"),
+        Command::DesktopConfig => desktop_config(),
         Command::Serve => runtime().and_then(|rt| rt.block_on(serve())),
         Command::Status { json } => runtime().and_then(|rt| rt.block_on(status(json))),
     };
@@ -210,5 +214,34 @@ async fn status(json: bool) -> anyhow::Result<()> {
             u["last_error"].as_str().unwrap_or("-")
         );
     }
+    Ok(())
+}
+
+/// The Claude Desktop entry: the shim beside this executable, talking to this config's URL.
+fn desktop_config() -> anyhow::Result<()> {
+    let config = load_config()?;
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let shim = exe.with_file_name("mcp-bridge-shim");
+    if !shim.exists() {
+        eprintln!(
+            "note: {} does not exist yet; build it with `cargo build --release --bin mcp-bridge-shim`",
+            shim.display()
+        );
+    }
+    let host = if config.host.contains(':') {
+        format!("[{}]", config.host)
+    } else {
+        config.host.clone()
+    };
+    let url = format!("http://{host}:{}{}", config.port, config.mcp_path);
+    let entry = serde_json::json!({
+        "mcpServers": {
+            "mcp-bridge": {
+                "command": shim.to_string_lossy(),
+                "args": ["--url", url],
+            }
+        }
+    });
+    println!("{}", serde_json::to_string_pretty(&entry)?);
     Ok(())
 }

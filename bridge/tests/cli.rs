@@ -28,3 +28,26 @@ fn bad_port_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("MCP_BRIDGE_PORT"));
 }
+
+#[test]
+fn desktop_config_points_at_the_shim() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mcp-bridge"))
+        .arg("desktop-config")
+        .env("MCP_BRIDGE_CONFIG_DIR", "/nonexistent-mcpb")
+        .env("MCP_BRIDGE_PORT", "9999")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = &v["mcpServers"]["mcp-bridge"];
+    assert!(
+        entry["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("/mcp-bridge-shim")
+    );
+    assert_eq!(
+        entry["args"],
+        serde_json::json!(["--url", "http://127.0.0.1:9999/mcp"])
+    );
+}

