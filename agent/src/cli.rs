@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -26,6 +25,15 @@ struct Cli {
 enum Command {
     /// Run the agent (the default).
     Serve,
+    /// Log in to an OAuth upstream (all of them that are not logged in, if none is named).
+    Login {
+        upstream: Option<String>,
+        /// Print the authorization URL instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Forget an upstream's tokens, revoking them where the server supports it.
+    Logout { upstream: String },
     /// Show every OAuth upstream's login state, from the running agent.
     Status {
         /// Print JSON.
@@ -45,6 +53,11 @@ pub fn main() -> ExitCode {
                 match cli.command.unwrap_or(Command::Serve) {
                     Command::Serve => serve().await,
                     Command::Status { json } => status(json).await,
+                    Command::Login {
+                        upstream,
+                        no_browser,
+                    } => crate::login::run(upstream, no_browser).await,
+                    Command::Logout { upstream } => logout(upstream).await,
                 }
             })
         });
@@ -57,7 +70,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load() -> anyhow::Result<(Config, PathBuf)> {
+pub fn load() -> anyhow::Result<(Config, PathBuf)> {
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
@@ -83,7 +96,8 @@ async fn serve() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let (config, socket) = load()?;
-    let agent = Arc::new(crate::server::Agent::from_config(&config));
+    let agent = crate::tokens::Agent::new(&config, crate::consent::OwnerPassword::from_env())?;
+    agent.spawn_refreshers();
     let listener = crate::server::bind(&socket).await?;
     tracing::info!(
         "mcp-cred-agent {} listening on {}",
@@ -141,4 +155,22 @@ async fn status(json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn logout(upstream: String) -> anyhow::Result<()> {
+    let (_, socket) = load()?;
+    let mut client = crate::server::AgentClient::connect(&socket).await?;
+    match client
+        .request(proto::Request::Logout {
+            upstream: upstream.clone(),
+        })
+        .await?
+    {
+        Response::Ack => {
+            println!("logged out of {upstream}");
+            Ok(())
+        }
+        Response::Error { error } => Err(error.into()),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
 }

@@ -7,78 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
-use proto::config::{Auth, AuthKind, Config, Transport};
-use proto::{
-    AgentError, AgentMessage, ClientMessage, PROTOCOL_VERSION, Request, Response, UpstreamStatus,
-};
+use proto::{AgentError, AgentMessage, ClientMessage, PROTOCOL_VERSION, Request, Response};
+
+use crate::tokens::Agent;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::Framed;
-
-/// What the agent knows; later issues add the token store here.
-pub struct Agent {
-    /// Names of the upstreams configured with `auth = "oauth"`.
-    oauth_upstreams: Vec<String>,
-}
-
-impl Agent {
-    pub fn from_config(config: &Config) -> Self {
-        let oauth_upstreams = config
-            .upstreams
-            .iter()
-            .filter(|u| {
-                matches!(
-                    u.transport,
-                    Transport::Http {
-                        auth: Auth::Named(AuthKind::Oauth),
-                        ..
-                    }
-                )
-            })
-            .map(|u| u.name.clone())
-            .collect();
-        Self { oauth_upstreams }
-    }
-
-    fn known(&self, upstream: &str) -> Result<(), AgentError> {
-        if self.oauth_upstreams.iter().any(|u| u == upstream) {
-            Ok(())
-        } else {
-            Err(AgentError::UnknownUpstream {
-                upstream: upstream.to_owned(),
-            })
-        }
-    }
-
-    /// Answers one request.
-    pub fn handle(&self, request: Request) -> Response {
-        let result = match request {
-            Request::GetToken { upstream, .. } | Request::TokenRejected { upstream, .. } => {
-                self.known(&upstream).and_then(|()| {
-                    Err(AgentError::NeedsLogin {
-                        how: format!("mcp-cred-agent login {upstream}"),
-                        upstream,
-                    })
-                })
-            }
-            Request::CompleteLogin { .. } => Err(AgentError::UnknownState),
-            Request::Status => Ok(Response::Status {
-                upstreams: self
-                    .oauth_upstreams
-                    .iter()
-                    .map(|name| UpstreamStatus {
-                        name: name.clone(),
-                        logged_in: false,
-                        issuer: None,
-                        scopes: Vec::new(),
-                        expires_at: None,
-                        last_error: None,
-                    })
-                    .collect(),
-            }),
-        };
-        result.unwrap_or_else(|error| Response::Error { error })
-    }
-}
 
 /// Creates `dir` with mode 0700, forcing the mode if it already existed.
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -159,7 +92,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_connection(agent: &Agent, stream: UnixStream) -> anyhow::Result<()> {
+async fn serve_connection(agent: &Arc<Agent>, stream: UnixStream) -> anyhow::Result<()> {
     let mut framed = Framed::new(stream, proto::codec());
     let Some(first) = framed.next().await else {
         return Ok(());
@@ -187,18 +120,32 @@ async fn serve_connection(agent: &Agent, stream: UnixStream) -> anyhow::Result<(
         }
         ClientMessage::Request { .. } => anyhow::bail!("client sent a request before Hello"),
     }
-    while let Some(frame) = framed.next().await {
+    // Requests are answered concurrently (a slow refresh for one upstream does not hold up
+    // another's token); answers carry the request id.
+    let (mut sink, mut stream) = framed.split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<AgentMessage>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(proto::encode(&m)).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(frame) = stream.next().await {
         match proto::decode::<ClientMessage>(&frame?)? {
             ClientMessage::Request { id, request } => {
                 tracing::debug!(id, ?request, "request");
-                let response = agent.handle(request);
-                framed
-                    .send(proto::encode(&AgentMessage::Response { id, response }))
-                    .await?;
+                let (agent, tx) = (agent.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let response = agent.handle(request).await;
+                    let _ = tx.send(AgentMessage::Response { id, response }).await;
+                });
             }
             ClientMessage::Hello { .. } => anyhow::bail!("Hello sent twice"),
         }
     }
+    drop(tx);
+    let _ = writer.await;
     Ok(())
 }
 

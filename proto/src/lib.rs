@@ -65,6 +65,14 @@ pub enum Request {
         upstream: String,
         token_fingerprint: String,
     },
+    /// Log in to `upstream`: discovery, registration, consent (headless where possible).
+    Login {
+        upstream: String,
+    },
+    /// Forget `upstream`'s tokens (revoking them where the server supports RFC 7009).
+    Logout {
+        upstream: String,
+    },
     /// An OAuth redirect reached the bridge's `/oauth/callback`.
     CompleteLogin {
         state: String,
@@ -85,6 +93,11 @@ pub enum Response {
         expires_at: u64,
     },
     Ack,
+    /// Headless consent was not possible: the user must open this URL; the redirect comes back
+    /// through `CompleteLogin`.
+    Browser {
+        authorization_url: String,
+    },
     Status {
         upstreams: Vec<UpstreamStatus>,
     },
@@ -103,6 +116,10 @@ impl std::fmt::Debug for Response {
                 .field("expires_at", expires_at)
                 .finish(),
             Self::Ack => f.write_str("Ack"),
+            Self::Browser { authorization_url } => f
+                .debug_struct("Browser")
+                .field("authorization_url", authorization_url)
+                .finish(),
             Self::Status { upstreams } => f
                 .debug_struct("Status")
                 .field("upstreams", upstreams)
@@ -138,6 +155,8 @@ pub enum AgentError {
     UnknownUpstream { upstream: String },
     #[error("no login is waiting for that state")]
     UnknownState,
+    #[error("login to '{upstream}' failed: {reason}")]
+    LoginFailed { upstream: String, reason: String },
     #[error("protocol version {got} is not supported (agent speaks {supported})")]
     VersionMismatch { got: u32, supported: u32 },
     #[error("{message}")]
@@ -148,6 +167,17 @@ pub enum AgentError {
 pub enum DecodeError {
     #[error("frame is not valid JSON for this message type: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// A short, stable fingerprint of an access token, so the bridge can say which token an upstream
+/// rejected without sending the token back (FNV-1a 64, hex).
+pub fn token_fingerprint(token: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in token.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Decodes one frame body. Garbage is an error, never a panic.
@@ -238,6 +268,12 @@ mod tests {
                 error: None,
             },
             Request::Status,
+            Request::Login {
+                upstream: "o".into(),
+            },
+            Request::Logout {
+                upstream: "o".into(),
+            },
         ] {
             roundtrip(ClientMessage::Request { id: 7, request });
         }
@@ -257,6 +293,10 @@ mod tests {
                 upstream: "o".into(),
             },
             AgentError::UnknownState,
+            AgentError::LoginFailed {
+                upstream: "o".into(),
+                reason: "r".into(),
+            },
             AgentError::VersionMismatch {
                 got: 9,
                 supported: 1,
@@ -271,6 +311,9 @@ mod tests {
                 expires_at: 5,
             },
             Response::Ack,
+            Response::Browser {
+                authorization_url: "https://as/authorize".into(),
+            },
             Response::Status {
                 upstreams: vec![UpstreamStatus {
                     name: "o".into(),

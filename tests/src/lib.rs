@@ -626,3 +626,202 @@ pub fn text_of(resp: &Value) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A child process whose stderr lines are collected.
+pub struct Proc {
+    pub child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, logs }
+    }
+
+    pub async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let logs = self.logs.clone();
+        wait_for(what, Duration::from_secs(20), async || {
+            logs.lock().unwrap().iter().find(|l| pred(l)).cloned()
+        })
+        .await
+    }
+
+    pub fn text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The OAuth-protected remote MCP server fixture.
+pub struct FixtureHttp {
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+impl FixtureHttp {
+    pub async fn start(args: &[&str], password: Option<&str>) -> Self {
+        let mut cmd = Command::new(bin("fixture-http"));
+        cmd.args(args);
+        if let Some(p) = password {
+            cmd.env("FIXTURE_OWNER_PASSWORD", p);
+        }
+        let proc = Proc::spawn(cmd);
+        let line = proc
+            .wait_log("fixture-http to listen", |l| l.contains("listening on "))
+            .await;
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self { proc, base }
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    pub async fn control(&self, v: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/control", self.base))
+            .json(&v)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    pub async fn stats(&self) -> Value {
+        reqwest::get(format!("{}/control/stats", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// The credential agent as a real process on a config dir.
+pub struct AgentProc {
+    pub proc: Proc,
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl AgentProc {
+    pub fn command(dir: &Path, env: &[(String, String)]) -> Command {
+        let mut cmd = Command::new(bin("mcp-cred-agent"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MCP_BRIDGE_CONFIG_DIR", dir)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub async fn start(dir: &Path, env: &[(String, String)]) -> Self {
+        let proc = Proc::spawn(Self::command(dir, env));
+        proc.wait_log("the agent to listen", |l| l.contains("listening on"))
+            .await;
+        Self {
+            proc,
+            dir: dir.to_path_buf(),
+            env: env.to_vec(),
+        }
+    }
+
+    /// Runs `mcp-cred-agent ARGS` to completion.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Self::command(&self.dir, &self.env);
+        cmd.args(args);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub async fn ipc(&self) -> AgentIpc {
+        AgentIpc::connect(&self.dir.join("agent.sock")).await
+    }
+}
+
+/// A raw client of the agent socket.
+pub struct AgentIpc {
+    framed:
+        tokio_util::codec::Framed<tokio::net::UnixStream, tokio_util::codec::LengthDelimitedCodec>,
+    next: u64,
+}
+
+impl AgentIpc {
+    pub async fn connect(path: &Path) -> Self {
+        use futures_util::{SinkExt, StreamExt};
+        let mut framed = tokio_util::codec::Framed::new(
+            tokio::net::UnixStream::connect(path).await.unwrap(),
+            proto::codec(),
+        );
+        framed
+            .send(proto::encode(&proto::ClientMessage::Hello {
+                protocol_version: proto::PROTOCOL_VERSION,
+            }))
+            .await
+            .unwrap();
+        let _hello: proto::AgentMessage =
+            proto::decode(&framed.next().await.unwrap().unwrap()).unwrap();
+        Self { framed, next: 1 }
+    }
+
+    pub async fn ask(&mut self, request: proto::Request) -> proto::Response {
+        use futures_util::{SinkExt, StreamExt};
+        let id = self.next;
+        self.next += 1;
+        self.framed
+            .send(proto::encode(&proto::ClientMessage::Request {
+                id,
+                request,
+            }))
+            .await
+            .unwrap();
+        loop {
+            match proto::decode(&self.framed.next().await.unwrap().unwrap()).unwrap() {
+                proto::AgentMessage::Response { id: got, response } if got == id => {
+                    return response;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn token(&mut self, upstream: &str, min_valid: u64) -> proto::Response {
+        self.ask(proto::Request::GetToken {
+            upstream: upstream.into(),
+            min_valid_for_secs: min_valid,
+        })
+        .await
+    }
+}
+
+/// A config.toml entry for an OAuth HTTP upstream.
+pub fn oauth_entry(name: &str, url: &str) -> String {
+    format!("[[upstream]]\nname = {name:?}\nurl = {url:?}\nauth = \"oauth\"\n\n")
+}

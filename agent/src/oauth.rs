@@ -1,0 +1,544 @@
+//! The OAuth client side of the MCP authorization spec: protected-resource discovery (RFC 9728),
+//! authorization-server metadata (RFC 8414 / OIDC, in the spec's order), dynamic client
+//! registration (RFC 7591), PKCE S256, and token requests through the `oauth2` crate over a small
+//! reqwest adapter. Discovery and registration are written here, compactly.
+
+use std::time::Duration;
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::{
+    AuthorizationCode, ClientId, PkceCodeChallenge, PkceCodeVerifier, RefreshToken,
+    RequestTokenError, TokenResponse, TokenUrl,
+};
+use serde_json::{Value, json};
+use url::Url;
+
+/// Largest metadata or token document accepted.
+const MAX_DOC: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("{0}")]
+    Discovery(String),
+    #[error("the authorization server refused the grant (invalid_grant)")]
+    InvalidGrant,
+    /// Network trouble or a 5xx: worth retrying later.
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// A client that never follows redirects (consent redirects are ours to read) and times out.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Option<Value>, OAuthError> {
+    let resp = http
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| OAuthError::Transient(format!("GET {url}: {e}")))?;
+    if !resp.status().is_success() {
+        return Ok(None);
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| OAuthError::Transient(e.to_string()))?;
+    if bytes.len() > MAX_DOC {
+        return Err(OAuthError::Protocol(format!(
+            "{url} answered a document over {MAX_DOC} bytes"
+        )));
+    }
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
+/// What the resource's 401 challenge said.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Challenge {
+    pub resource_metadata: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Parses `WWW-Authenticate: Bearer k="v", k2=v2`.
+pub fn parse_challenge(header: &str) -> Challenge {
+    let mut c = Challenge::default();
+    let rest = header.trim().strip_prefix("Bearer").unwrap_or(header);
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let Some((key, after)) = s.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => (q, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        match key.as_str() {
+            "resource_metadata" => c.resource_metadata = Some(value.to_owned()),
+            "scope" => c.scope = Some(value.to_owned()),
+            _ => {}
+        }
+        s = next.trim_start_matches([',', ' ']);
+    }
+    c
+}
+
+/// What discovery found for one MCP server.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub resource: String,
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub registration_endpoint: Option<String>,
+    pub revocation_endpoint: Option<String>,
+    pub scopes: Vec<String>,
+    pub iss_parameter_supported: bool,
+}
+
+/// Finds the authorization server of the MCP server at `mcp_url`.
+pub async fn discover(
+    http: &reqwest::Client,
+    mcp_url: &str,
+    configured_scopes: &[String],
+) -> Result<Discovered, OAuthError> {
+    let url = Url::parse(mcp_url)
+        .map_err(|e| OAuthError::Discovery(format!("bad upstream URL {mcp_url}: {e}")))?;
+    // An unauthenticated request draws the 401 challenge that names the metadata.
+    let probe = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "mcp-cred-agent", "version": env!("CARGO_PKG_VERSION")}}});
+    let challenge = match http
+        .post(mcp_url)
+        .header("accept", "application/json, text/event-stream")
+        .json(&probe)
+        .send()
+        .await
+    {
+        Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => r
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(parse_challenge)
+            .unwrap_or_default(),
+        Ok(_) => Challenge::default(),
+        Err(e) => {
+            return Err(OAuthError::Transient(format!(
+                "cannot reach {mcp_url}: {e}"
+            )));
+        }
+    };
+    let origin = url.origin().ascii_serialization();
+    let path = url.path().trim_end_matches('/');
+    let mut candidates = Vec::new();
+    if let Some(m) = &challenge.resource_metadata {
+        candidates.push(m.clone());
+    }
+    if !path.is_empty() {
+        candidates.push(format!(
+            "{origin}/.well-known/oauth-protected-resource{path}"
+        ));
+    }
+    candidates.push(format!("{origin}/.well-known/oauth-protected-resource"));
+    let mut prm = None;
+    for c in &candidates {
+        if let Some(v) = get_json(http, c).await? {
+            prm = Some(v);
+            break;
+        }
+    }
+    let prm = prm.ok_or_else(|| {
+        OAuthError::Discovery(format!(
+            "no protected-resource metadata for {mcp_url} (tried {})",
+            candidates.join(", ")
+        ))
+    })?;
+    let issuer = prm["authorization_servers"][0]
+        .as_str()
+        .ok_or_else(|| {
+            OAuthError::Discovery(
+                "protected-resource metadata names no authorization server".into(),
+            )
+        })?
+        .to_owned();
+    let resource = prm["resource"].as_str().unwrap_or(mcp_url).to_owned();
+    let meta = authorization_server_metadata(http, &issuer).await?;
+    if meta["issuer"].as_str() != Some(issuer.as_str()) {
+        return Err(OAuthError::Discovery(format!(
+            "authorization server metadata says issuer {:?}, expected {issuer:?}",
+            meta["issuer"]
+        )));
+    }
+    let s256 = meta["code_challenge_methods_supported"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|m| m == "S256"));
+    if !s256 {
+        return Err(OAuthError::Discovery(format!(
+            "{issuer} does not list PKCE S256 in code_challenge_methods_supported; refusing to log in without PKCE"
+        )));
+    }
+    let field = |k: &str| meta[k].as_str().map(str::to_owned);
+    let scopes = if !configured_scopes.is_empty() {
+        configured_scopes.to_vec()
+    } else if let Some(s) = &challenge.scope {
+        s.split_whitespace().map(str::to_owned).collect()
+    } else {
+        prm["scopes_supported"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(Discovered {
+        resource,
+        authorization_endpoint: field("authorization_endpoint").ok_or_else(|| {
+            OAuthError::Discovery("metadata has no authorization_endpoint".into())
+        })?,
+        token_endpoint: field("token_endpoint")
+            .ok_or_else(|| OAuthError::Discovery("metadata has no token_endpoint".into()))?,
+        registration_endpoint: field("registration_endpoint"),
+        revocation_endpoint: field("revocation_endpoint"),
+        iss_parameter_supported: meta["authorization_response_iss_parameter_supported"] == true,
+        issuer,
+        scopes,
+    })
+}
+
+/// RFC 8414 then OpenID Connect discovery, in the order the MCP spec gives.
+async fn authorization_server_metadata(
+    http: &reqwest::Client,
+    issuer: &str,
+) -> Result<Value, OAuthError> {
+    let url = Url::parse(issuer)
+        .map_err(|e| OAuthError::Discovery(format!("bad issuer {issuer}: {e}")))?;
+    let origin = url.origin().ascii_serialization();
+    let path = url.path().trim_end_matches('/');
+    let candidates = if path.is_empty() {
+        vec![
+            format!("{origin}/.well-known/oauth-authorization-server"),
+            format!("{origin}/.well-known/openid-configuration"),
+        ]
+    } else {
+        vec![
+            format!("{origin}/.well-known/oauth-authorization-server{path}"),
+            format!("{origin}/.well-known/openid-configuration{path}"),
+            format!("{origin}{path}/.well-known/openid-configuration"),
+        ]
+    };
+    for c in &candidates {
+        if let Some(v) = get_json(http, c).await? {
+            return Ok(v);
+        }
+    }
+    Err(OAuthError::Discovery(format!(
+        "no authorization server metadata for {issuer} (tried {})",
+        candidates.join(", ")
+    )))
+}
+
+/// Dynamic client registration (RFC 7591) as a native public client.
+pub async fn register(
+    http: &reqwest::Client,
+    endpoint: &str,
+    redirect_uri: &str,
+) -> Result<String, OAuthError> {
+    let body = json!({
+        "client_name": "mcp-bridge",
+        "redirect_uris": [redirect_uri],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        "application_type": "native",
+    });
+    let resp = http
+        .post(endpoint)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| OAuthError::Transient(format!("registration: {e}")))?;
+    let status = resp.status();
+    let v: Value = resp
+        .json()
+        .await
+        .map_err(|e| OAuthError::Protocol(format!("registration answer: {e}")))?;
+    if !status.is_success() {
+        return Err(OAuthError::Discovery(format!(
+            "dynamic registration at {endpoint} refused ({status}): {v}"
+        )));
+    }
+    v["client_id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| OAuthError::Protocol("registration answer has no client_id".into()))
+}
+
+/// A login in progress: what the token request will need after consent.
+pub struct Pending {
+    pub verifier: PkceCodeVerifier,
+    pub state: String,
+    pub authorization_url: String,
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 24];
+    // The OS random source failing leaves a zero buffer; the state is then still unique per
+    // process run via the timestamp below, and PKCE is generated by the oauth2 crate.
+    let _ = getrandom::fill(&mut b);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}{t:x}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+/// Builds the authorization URL with PKCE S256, state, scope and (optionally) resource.
+pub fn authorization_request(
+    d: &Discovered,
+    client_id: &str,
+    redirect_uri: &str,
+    send_resource: bool,
+) -> Result<Pending, OAuthError> {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let state = random_token();
+    let mut url = Url::parse(&d.authorization_endpoint)
+        .map_err(|e| OAuthError::Discovery(format!("bad authorization_endpoint: {e}")))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_challenge", challenge.as_str())
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", &state);
+        if !d.scopes.is_empty() {
+            q.append_pair("scope", &d.scopes.join(" "));
+        }
+        if send_resource {
+            q.append_pair("resource", &d.resource);
+        }
+    }
+    Ok(Pending {
+        verifier,
+        state,
+        authorization_url: url.to_string(),
+    })
+}
+
+/// Tokens from a token response.
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<Duration>,
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The reqwest 0.13 adapter for `oauth2` (its built-in one targets reqwest 0.12).
+struct Http<'a>(&'a reqwest::Client);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Http<'_> {
+    type Error = reqwest::Error;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<oauth2::HttpResponse, reqwest::Error>>
+                + Send
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(send(self.0, request))
+    }
+}
+
+async fn send(
+    http: &reqwest::Client,
+    req: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, reqwest::Error> {
+    let (parts, body) = req.into_parts();
+    let resp = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await?;
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let mut out = http::Response::new(resp.bytes().await?.to_vec());
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+fn token_error<E: std::error::Error + 'static>(
+    e: RequestTokenError<E, oauth2::StandardErrorResponse<BasicErrorResponseType>>,
+) -> OAuthError {
+    match e {
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == BasicErrorResponseType::InvalidGrant =>
+        {
+            OAuthError::InvalidGrant
+        }
+        RequestTokenError::ServerResponse(r) => match r.error() {
+            BasicErrorResponseType::Extension(x)
+                if x == "temporarily_unavailable" || x == "server_error" =>
+            {
+                OAuthError::Transient(x.clone())
+            }
+            other => OAuthError::Protocol(format!("token endpoint error: {other:?}")),
+        },
+        RequestTokenError::Request(e) => OAuthError::Transient(e.to_string()),
+        // A 5xx with a body that is not an OAuth error lands here.
+        RequestTokenError::Parse(_, body) => {
+            OAuthError::Transient(format!("unparseable token response ({} bytes)", body.len()))
+        }
+        RequestTokenError::Other(s) => OAuthError::Transient(s),
+    }
+}
+
+fn tokens(r: oauth2::basic::BasicTokenResponse) -> Tokens {
+    Tokens {
+        access_token: r.access_token().secret().clone(),
+        refresh_token: r.refresh_token().map(|t| t.secret().clone()),
+        expires_in: r.expires_in(),
+        scopes: r
+            .scopes()
+            .map(|s| s.iter().map(|x| x.to_string()).collect()),
+    }
+}
+
+fn client(
+    client_id: &str,
+    token_endpoint: &str,
+) -> Result<
+    BasicClient<
+        oauth2::EndpointNotSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointSet,
+    >,
+    OAuthError,
+> {
+    let token_url = TokenUrl::new(token_endpoint.to_owned())
+        .map_err(|e| OAuthError::Discovery(format!("bad token_endpoint: {e}")))?;
+    Ok(BasicClient::new(ClientId::new(client_id.to_owned())).set_token_uri(token_url))
+}
+
+/// Exchanges an authorization code (with the PKCE verifier) for tokens.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    client_id: &str,
+    token_endpoint: &str,
+    code: &str,
+    verifier: PkceCodeVerifier,
+    redirect_uri: &str,
+    resource: Option<&str>,
+) -> Result<Tokens, OAuthError> {
+    let redirect = oauth2::RedirectUrl::new(redirect_uri.to_owned())
+        .map_err(|e| OAuthError::Protocol(e.to_string()))?;
+    let c = client(client_id, token_endpoint)?.set_redirect_uri(redirect);
+    let mut req = c
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .set_pkce_verifier(verifier);
+    if let Some(r) = resource {
+        req = req.add_extra_param("resource", r);
+    }
+    req.request_async(&Http(http))
+        .await
+        .map(tokens)
+        .map_err(token_error)
+}
+
+/// Uses a refresh token.
+pub async fn refresh(
+    http: &reqwest::Client,
+    client_id: &str,
+    token_endpoint: &str,
+    refresh_token: &str,
+    resource: Option<&str>,
+) -> Result<Tokens, OAuthError> {
+    let c = client(client_id, token_endpoint)?;
+    let rt = RefreshToken::new(refresh_token.to_owned());
+    let mut req = c.exchange_refresh_token(&rt);
+    if let Some(r) = resource {
+        req = req.add_extra_param("resource", r);
+    }
+    req.request_async(&Http(http))
+        .await
+        .map(tokens)
+        .map_err(token_error)
+}
+
+/// RFC 7009 revocation, best effort.
+pub async fn revoke(
+    http: &reqwest::Client,
+    endpoint: &str,
+    client_id: &str,
+    token: &str,
+    hint: &str,
+) -> Result<(), OAuthError> {
+    let resp = http
+        .post(endpoint)
+        .form(&[
+            ("token", token),
+            ("token_type_hint", hint),
+            ("client_id", client_id),
+        ])
+        .send()
+        .await
+        .map_err(|e| OAuthError::Transient(e.to_string()))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(OAuthError::Protocol(format!(
+            "revocation answered {}",
+            resp.status()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let c = parse_challenge(
+            r#"Bearer resource_metadata="https://x/.well-known/oauth-protected-resource/mcp", scope="a b", error="invalid_token""#,
+        );
+        assert_eq!(
+            c.resource_metadata.as_deref(),
+            Some("https://x/.well-known/oauth-protected-resource/mcp")
+        );
+        assert_eq!(c.scope.as_deref(), Some("a b"));
+        assert_eq!(
+            parse_challenge("Bearer scope=mcp").scope.as_deref(),
+            Some("mcp")
+        );
+        assert_eq!(parse_challenge("Basic realm=x"), Challenge::default());
+        assert_eq!(parse_challenge(""), Challenge::default());
+    }
+}

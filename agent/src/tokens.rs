@@ -1,0 +1,607 @@
+//! The agent's state: logins, single-flight refresh, background refresh at ~80% of a token's
+//! lifetime, and the answers to every IPC request. The only place secrets live.
+//!
+//! Invariants: a rotated refresh token is persisted before the new access token is handed out
+//! (a kill -9 right after a rotation loses nothing); one refresh at a time per upstream; the
+//! refresh token never leaves this process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proto::config::{Auth, AuthKind, Config, Transport};
+use proto::{AgentError, Request, Response, UpstreamStatus};
+use tokio::sync::watch;
+
+use crate::consent::{self, OwnerPassword};
+use crate::oauth::{self, Discovered, OAuthError};
+use crate::store::{self, FileStore, Secret};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An OAuth upstream from the configuration.
+#[derive(Debug, Clone)]
+pub struct OAuthUpstream {
+    pub url: String,
+    pub scopes: Vec<String>,
+    pub send_resource: bool,
+    pub client_id: Option<String>,
+}
+
+struct PendingLogin {
+    upstream: String,
+    verifier: oauth2::PkceCodeVerifier,
+    discovered: Discovered,
+    client_id: String,
+}
+
+pub struct Agent {
+    upstreams: BTreeMap<String, OAuthUpstream>,
+    redirect_uri: String,
+    store: FileStore,
+    state: tokio::sync::Mutex<store::State>,
+    refresh_locks: HashMap<String, tokio::sync::Mutex<()>>,
+    http: reqwest::Client,
+    password: OwnerPassword,
+    pending: Mutex<HashMap<String, PendingLogin>>,
+    /// Bumped when a login changes, to wake the background refreshers.
+    changed: watch::Sender<u64>,
+}
+
+fn fingerprint_of(l: &store::Login) -> Option<String> {
+    l.access_token
+        .as_ref()
+        .map(|t| proto::token_fingerprint(t.expose()))
+}
+
+fn needs_login(upstream: &str) -> AgentError {
+    AgentError::NeedsLogin {
+        upstream: upstream.to_owned(),
+        how: format!("mcp-cred-agent login {upstream}"),
+    }
+}
+
+impl Agent {
+    /// Loads the store; a store with a bad mode, owner or content is refused.
+    pub fn new(config: &Config, password: OwnerPassword) -> Result<Arc<Self>, store::StoreError> {
+        let upstreams: BTreeMap<String, OAuthUpstream> = config
+            .upstreams
+            .iter()
+            .filter_map(|u| match &u.transport {
+                Transport::Http {
+                    url,
+                    auth: Auth::Named(AuthKind::Oauth),
+                    scopes,
+                    resource,
+                    client_id,
+                    ..
+                } => Some((
+                    u.name.clone(),
+                    OAuthUpstream {
+                        url: url.clone(),
+                        scopes: scopes.clone(),
+                        send_resource: *resource,
+                        client_id: client_id.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let store = FileStore::new(&config.config_dir);
+        let state = store.load()?;
+        let refresh_locks = upstreams
+            .keys()
+            .map(|k| (k.clone(), tokio::sync::Mutex::new(())))
+            .collect();
+        Ok(Arc::new(Self {
+            redirect_uri: format!("http://127.0.0.1:{}/oauth/callback", config.port),
+            upstreams,
+            store,
+            state: tokio::sync::Mutex::new(state),
+            refresh_locks,
+            http: oauth::http_client(),
+            password,
+            pending: Mutex::new(HashMap::new()),
+            changed: watch::Sender::new(0),
+        }))
+    }
+
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    pub async fn handle(&self, request: Request) -> Response {
+        let result = match request {
+            Request::GetToken {
+                upstream,
+                min_valid_for_secs,
+            } => self.get_token(&upstream, min_valid_for_secs).await,
+            Request::TokenRejected {
+                upstream,
+                token_fingerprint,
+            } => self.token_rejected(&upstream, &token_fingerprint).await,
+            Request::Login { upstream } => self.login(&upstream).await,
+            Request::CompleteLogin { state, code, error } => {
+                self.complete_login(&state, code, error).await
+            }
+            Request::Logout { upstream } => self.logout(&upstream).await,
+            Request::Status => Ok(self.status().await),
+        };
+        result.unwrap_or_else(|error| Response::Error { error })
+    }
+
+    fn known(&self, upstream: &str) -> Result<&OAuthUpstream, AgentError> {
+        self.upstreams
+            .get(upstream)
+            .ok_or_else(|| AgentError::UnknownUpstream {
+                upstream: upstream.to_owned(),
+            })
+    }
+
+    async fn get_token(&self, upstream: &str, min_valid: u64) -> Result<Response, AgentError> {
+        self.known(upstream)?;
+        let fresh =
+            |l: &store::Login| l.access_token.is_some() && l.expires_at >= now() + min_valid;
+        // Refresh only if the token this caller found wanting is still the current one: callers
+        // that queued behind a refresh take its result instead of refreshing again.
+        let seen = {
+            let st = self.state.lock().await;
+            let Some(login) = st.upstreams.get(upstream) else {
+                return Err(needs_login(upstream));
+            };
+            if login.needs_login {
+                return Err(needs_login(upstream));
+            }
+            if let Some(t) = login.access_token.as_ref().filter(|_| fresh(login)) {
+                return Ok(Response::Token {
+                    access_token: t.expose().to_owned(),
+                    expires_at: login.expires_at,
+                });
+            }
+            fingerprint_of(login)
+        };
+        let refreshed = self
+            .refresh(upstream, |l| !fresh(l) && fingerprint_of(l) == seen)
+            .await;
+        if let Some(r) = self.current(upstream, fresh).await? {
+            return Ok(r);
+        }
+        // The refresh failed for now: an old token that has not expired is still useful.
+        if let Some(r) = self
+            .current(upstream, |l| {
+                l.access_token.is_some() && l.expires_at > now()
+            })
+            .await?
+        {
+            return Ok(r);
+        }
+        refreshed?;
+        Err(AgentError::RefreshFailed {
+            upstream: upstream.to_owned(),
+            reason: "no valid access token".into(),
+        })
+    }
+
+    /// The access token if `ok` says it will do.
+    async fn current(
+        &self,
+        upstream: &str,
+        ok: impl Fn(&store::Login) -> bool,
+    ) -> Result<Option<Response>, AgentError> {
+        let st = self.state.lock().await;
+        let Some(login) = st.upstreams.get(upstream) else {
+            return Err(needs_login(upstream));
+        };
+        if login.needs_login {
+            return Err(needs_login(upstream));
+        }
+        Ok(login
+            .access_token
+            .as_ref()
+            .filter(|_| ok(login))
+            .map(|t| Response::Token {
+                access_token: t.expose().to_owned(),
+                expires_at: login.expires_at,
+            }))
+    }
+
+    async fn token_rejected(
+        &self,
+        upstream: &str,
+        fingerprint: &str,
+    ) -> Result<Response, AgentError> {
+        self.known(upstream)?;
+        // Only the token the upstream refused is stale; if another caller already replaced it,
+        // there is nothing to do.
+        let rejected = |l: &store::Login| fingerprint_of(l).as_deref() == Some(fingerprint);
+        self.refresh(upstream, rejected).await?;
+        Ok(Response::Ack)
+    }
+
+    /// Refreshes `upstream`'s tokens if `stale` still says so once this caller holds the
+    /// upstream's refresh lock (single flight: concurrent callers wait and then find the fresh
+    /// token). The rotated refresh token is on disk before anyone can use the new access token.
+    async fn refresh(
+        &self,
+        upstream: &str,
+        stale: impl Fn(&store::Login) -> bool,
+    ) -> Result<(), AgentError> {
+        let Some(lock) = self.refresh_locks.get(upstream) else {
+            return Err(AgentError::UnknownUpstream {
+                upstream: upstream.to_owned(),
+            });
+        };
+        let _flight = lock.lock().await;
+        let (rt, client_id, token_endpoint, resource) = {
+            let st = self.state.lock().await;
+            let Some(login) = st.upstreams.get(upstream) else {
+                return Err(needs_login(upstream));
+            };
+            if login.needs_login {
+                return Err(needs_login(upstream));
+            }
+            if !stale(login) {
+                return Ok(());
+            }
+            let Some(rt) = login.refresh_token.clone() else {
+                return Err(AgentError::RefreshFailed {
+                    upstream: upstream.to_owned(),
+                    reason: "the server issued no refresh token; log in again".into(),
+                });
+            };
+            (
+                rt,
+                login.client_id.clone(),
+                login.token_endpoint.clone(),
+                login.resource.clone(),
+            )
+        };
+        let result = oauth::refresh(
+            &self.http,
+            &client_id,
+            &token_endpoint,
+            rt.expose(),
+            resource.as_deref(),
+        )
+        .await;
+        let mut st = self.state.lock().await;
+        let Some(login) = st.upstreams.get_mut(upstream) else {
+            return Err(needs_login(upstream));
+        };
+        let outcome = match result {
+            Ok(t) => {
+                let at = now();
+                login.access_token = Some(Secret::new(t.access_token));
+                login.issued_at = at;
+                login.expires_at = at + t.expires_in.map(|d| d.as_secs()).unwrap_or(3600);
+                if let Some(new_rt) = t.refresh_token {
+                    login.refresh_token = Some(Secret::new(new_rt));
+                }
+                if let Some(s) = t.scopes {
+                    login.scopes = s;
+                }
+                login.last_refresh = Some(at);
+                login.last_error = None;
+                tracing::info!(
+                    upstream,
+                    expires_in = login.expires_at - at,
+                    "refreshed the access token"
+                );
+                Ok(())
+            }
+            Err(OAuthError::InvalidGrant) => {
+                login.needs_login = true;
+                login.access_token = None;
+                login.last_error =
+                    Some("the refresh token was refused (invalid_grant); log in again".into());
+                tracing::warn!(upstream, "refresh token refused; a new login is needed");
+                Err(needs_login(upstream))
+            }
+            Err(e) => {
+                login.last_error = Some(e.to_string());
+                tracing::warn!(upstream, error = %e, "refresh failed");
+                Err(AgentError::RefreshFailed {
+                    upstream: upstream.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        // Persist before the lock is released and before any caller sees the new token.
+        if let Err(e) = self.store.save(&st) {
+            tracing::error!(error = %e, "cannot write the token store");
+        }
+        drop(st);
+        self.changed.send_modify(|n| *n += 1);
+        outcome
+    }
+
+    async fn login(&self, upstream: &str) -> Result<Response, AgentError> {
+        let cfg = self.known(upstream)?.clone();
+        let failed = |reason: String| AgentError::LoginFailed {
+            upstream: upstream.to_owned(),
+            reason,
+        };
+        let d = oauth::discover(&self.http, &cfg.url, &cfg.scopes)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let client_id = match cfg.client_id.clone() {
+            Some(id) => id,
+            None => self
+                .client_for(&d)
+                .await
+                .map_err(|e| failed(e.to_string()))?,
+        };
+        let pending =
+            oauth::authorization_request(&d, &client_id, &self.redirect_uri, cfg.send_resource)
+                .map_err(|e| failed(e.to_string()))?;
+        let outcome = consent::headless(
+            &self.http,
+            &pending.authorization_url,
+            &self.redirect_uri,
+            &self.password,
+        )
+        .await
+        .map_err(failed)?;
+        let url = pending.authorization_url.clone();
+        let state = pending.state.clone();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                state,
+                PendingLogin {
+                    upstream: upstream.to_owned(),
+                    verifier: pending.verifier,
+                    discovered: d,
+                    client_id,
+                },
+            );
+        match outcome {
+            consent::Outcome::Redirected {
+                code,
+                state,
+                iss,
+                error,
+            } => {
+                tracing::info!(upstream, "consent given headlessly");
+                self.complete(state.as_deref().unwrap_or(""), code, error, iss)
+                    .await?;
+                Ok(Response::Ack)
+            }
+            consent::Outcome::NeedsBrowser(reason) => {
+                tracing::info!(upstream, reason, "consent needs a browser");
+                Ok(Response::Browser {
+                    authorization_url: url,
+                })
+            }
+        }
+    }
+
+    /// The client id for this authorization server: kept per issuer, else registered.
+    async fn client_for(&self, d: &Discovered) -> Result<String, OAuthError> {
+        if let Some(c) = self
+            .state
+            .lock()
+            .await
+            .clients
+            .get(&d.issuer)
+            .filter(|c| c.redirect_uri == self.redirect_uri)
+        {
+            return Ok(c.client_id.clone());
+        }
+        let Some(endpoint) = &d.registration_endpoint else {
+            return Err(OAuthError::Discovery(format!(
+                "{} offers no dynamic registration; set `client_id` for this upstream in config.toml",
+                d.issuer
+            )));
+        };
+        let id = oauth::register(&self.http, endpoint, &self.redirect_uri).await?;
+        let mut st = self.state.lock().await;
+        st.clients.insert(
+            d.issuer.clone(),
+            store::Client {
+                client_id: id.clone(),
+                redirect_uri: self.redirect_uri.clone(),
+            },
+        );
+        if let Err(e) = self.store.save(&st) {
+            tracing::error!(error = %e, "cannot write the token store");
+        }
+        Ok(id)
+    }
+
+    async fn complete_login(
+        &self,
+        state: &str,
+        code: Option<String>,
+        error: Option<String>,
+    ) -> Result<Response, AgentError> {
+        self.complete(state, code, error, None).await?;
+        Ok(Response::Ack)
+    }
+
+    /// Finishes a login: checks state (and `iss` where sent), exchanges the code, stores tokens.
+    async fn complete(
+        &self,
+        state: &str,
+        code: Option<String>,
+        error: Option<String>,
+        iss: Option<String>,
+    ) -> Result<(), AgentError> {
+        let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(state)
+        else {
+            return Err(AgentError::UnknownState);
+        };
+        let failed = |reason: String| AgentError::LoginFailed {
+            upstream: p.upstream.clone(),
+            reason,
+        };
+        if let Some(e) = error {
+            return Err(failed(format!("the authorization server answered {e}")));
+        }
+        if let Some(iss) = iss
+            && iss != p.discovered.issuer
+        {
+            return Err(failed(format!(
+                "the authorization response came from issuer {iss:?}, expected {:?}",
+                p.discovered.issuer
+            )));
+        }
+        let code = code.ok_or_else(|| failed("the redirect carried no code".into()))?;
+        let cfg = self.known(&p.upstream)?;
+        let resource = cfg.send_resource.then(|| p.discovered.resource.clone());
+        let t = oauth::exchange_code(
+            &self.http,
+            &p.client_id,
+            &p.discovered.token_endpoint,
+            &code,
+            p.verifier,
+            &self.redirect_uri,
+            resource.as_deref(),
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+        let at = now();
+        let login = store::Login {
+            issuer: p.discovered.issuer.clone(),
+            token_endpoint: p.discovered.token_endpoint.clone(),
+            revocation_endpoint: p.discovered.revocation_endpoint.clone(),
+            resource,
+            client_id: p.client_id.clone(),
+            scopes: t.scopes.unwrap_or_else(|| p.discovered.scopes.clone()),
+            access_token: Some(Secret::new(t.access_token)),
+            issued_at: at,
+            expires_at: at + t.expires_in.map(|d| d.as_secs()).unwrap_or(3600),
+            refresh_token: t.refresh_token.map(Secret::new),
+            last_refresh: None,
+            last_error: None,
+            needs_login: false,
+        };
+        let mut st = self.state.lock().await;
+        st.upstreams.insert(p.upstream.clone(), login);
+        self.store
+            .save(&st)
+            .map_err(|e| failed(format!("cannot save the tokens: {e}")))?;
+        drop(st);
+        tracing::info!(upstream = %p.upstream, "logged in");
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    async fn logout(&self, upstream: &str) -> Result<Response, AgentError> {
+        self.known(upstream)?;
+        let removed = {
+            let mut st = self.state.lock().await;
+            let removed = st.upstreams.remove(upstream);
+            self.store.save(&st).map_err(|e| AgentError::Internal {
+                message: e.to_string(),
+            })?;
+            removed
+        };
+        if let Some(l) = removed
+            && let Some(endpoint) = &l.revocation_endpoint
+        {
+            for (tok, hint) in [
+                (l.refresh_token.as_ref(), "refresh_token"),
+                (l.access_token.as_ref(), "access_token"),
+            ] {
+                if let Some(t) = tok
+                    && let Err(e) =
+                        oauth::revoke(&self.http, endpoint, &l.client_id, t.expose(), hint).await
+                {
+                    tracing::warn!(upstream, error = %e, "revocation failed; the tokens are forgotten locally");
+                }
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+        Ok(Response::Ack)
+    }
+
+    async fn status(&self) -> Response {
+        let st = self.state.lock().await;
+        let upstreams = self
+            .upstreams
+            .keys()
+            .map(|name| {
+                let l = st.upstreams.get(name);
+                UpstreamStatus {
+                    name: name.clone(),
+                    logged_in: l.is_some_and(|l| {
+                        !l.needs_login && (l.refresh_token.is_some() || l.expires_at > now())
+                    }),
+                    issuer: l.map(|l| l.issuer.clone()),
+                    scopes: l.map(|l| l.scopes.clone()).unwrap_or_default(),
+                    expires_at: l.map(|l| l.expires_at),
+                    last_error: l.and_then(|l| l.last_error.clone()),
+                }
+            })
+            .collect();
+        Response::Status { upstreams }
+    }
+
+    /// One background task per upstream: refresh at ~80% of the token's life; on failure retry
+    /// with backoff (the old token is served meanwhile until it expires).
+    pub fn spawn_refreshers(self: &Arc<Self>) {
+        for name in self.upstreams.keys() {
+            let (agent, name) = (self.clone(), name.clone());
+            tokio::spawn(async move { agent.refresher(&name).await });
+        }
+    }
+
+    async fn refresher(&self, upstream: &str) {
+        let mut failures = 0u32;
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let due = {
+                let st = self.state.lock().await;
+                st.upstreams
+                    .get(upstream)
+                    .filter(|l| !l.needs_login && l.refresh_token.is_some())
+                    .map(|l| {
+                        let life = l.expires_at.saturating_sub(l.issued_at);
+                        l.issued_at + life * 4 / 5
+                    })
+            };
+            let Some(due) = due else {
+                if changed.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let wait = if failures > 0 {
+                let ceiling =
+                    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
+                ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+            } else {
+                Duration::from_secs(due.saturating_sub(now()))
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                r = changed.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let stale = |l: &store::Login| {
+                now() >= l.issued_at + l.expires_at.saturating_sub(l.issued_at) * 4 / 5
+            };
+            match self.refresh(upstream, stale).await {
+                Ok(()) => failures = 0,
+                Err(AgentError::RefreshFailed { .. }) => failures += 1,
+                Err(_) => failures = 0,
+            }
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! A remote MCP server behind a real OAuth 2.1 authorization server, in one process, for the
+//! end-to-end tests of the agent and of HTTP upstreams. Written for these tests.
+//!
+//! Authorization server: RFC 9728 protected-resource metadata, RFC 8414 metadata, dynamic
+//! registration (RFC 7591), PKCE S256 verification, short-lived access tokens, rotating refresh
+//! tokens with reuse detection (a reused refresh token revokes its whole family), revocation
+//! (RFC 7009), auto-approve or password-form consent.
+//! Resource server: Streamable HTTP MCP at `/mcp` requiring a valid bearer token.
+//! Test switches: `POST /control` with `{"token_fail", "token_delay_ms", "revoke_all",
+//! "drop_next_sse", "forget_sessions", "access_ttl"}`; `GET /control/stats`.
+//!
+//! Flags: `--consent auto|password` (password from `FIXTURE_OWNER_PASSWORD`),
+//! `--access-ttl SECS`, `--port N`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use oauth2::{PkceCodeChallenge, PkceCodeVerifier};
+use serde_json::{Value, json};
+
+fn random(prefix: &str) -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).unwrap();
+    format!(
+        "{prefix}{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+struct Code {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    resource: Option<String>,
+    scope: String,
+}
+
+struct Family {
+    revoked: bool,
+    scope: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    token_requests: u64,
+    codes_exchanged: u64,
+    refreshes: u64,
+    reuse_detected: u64,
+    revocations: u64,
+    rejected_bearer: u64,
+    mcp_requests: u64,
+}
+
+struct St {
+    base: String,
+    password: Option<String>,
+    access_ttl: u64,
+    clients: HashMap<String, Vec<String>>,
+    codes: HashMap<String, Code>,
+    access: HashMap<String, (String, Instant)>,
+    refresh: HashMap<String, (String, bool)>,
+    families: HashMap<String, Family>,
+    stats: Stats,
+    token_fail: bool,
+    token_delay_ms: u64,
+    drop_next_sse: bool,
+    sessions: HashMap<String, ()>,
+    /// Stream id → events (id, data) kept for Last-Event-ID replay.
+    streams: HashMap<String, Vec<(String, String)>>,
+}
+
+type S = Arc<Mutex<St>>;
+
+fn metadata(base: &str) -> Value {
+    json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": format!("{base}/token"),
+        "registration_endpoint": format!("{base}/register"),
+        "revocation_endpoint": format!("{base}/revoke"),
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": ["mcp"],
+        "authorization_response_iss_parameter_supported": true,
+    })
+}
+
+fn prm(base: &str) -> Value {
+    json!({
+        "resource": format!("{base}/mcp"),
+        "authorization_servers": [base],
+        "scopes_supported": ["mcp"],
+        "bearer_methods_supported": ["header"],
+    })
+}
+
+async fn register(State(s): State<S>, axum::Json(body): axum::Json<Value>) -> Response {
+    let uris: Vec<String> = body["redirect_uris"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if uris.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_redirect_uri"})),
+        )
+            .into_response();
+    }
+    let id = random("client-");
+    s.lock().unwrap().clients.insert(id.clone(), uris.clone());
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "client_id": id,
+            "redirect_uris": uris,
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "application_type": body["application_type"],
+        })),
+    )
+        .into_response()
+}
+
+fn authorize_checks(st: &St, q: &HashMap<String, String>) -> Result<(), String> {
+    let client = q.get("client_id").ok_or("client_id missing")?;
+    let uris = st.clients.get(client).ok_or("unknown client")?;
+    let redirect = q.get("redirect_uri").ok_or("redirect_uri missing")?;
+    if !uris.contains(redirect) {
+        return Err("redirect_uri not registered".into());
+    }
+    if q.get("code_challenge_method").map(String::as_str) != Some("S256")
+        || !q.contains_key("code_challenge")
+    {
+        return Err("PKCE S256 required".into());
+    }
+    if q.get("response_type").map(String::as_str) != Some("code") {
+        return Err("response_type must be code".into());
+    }
+    Ok(())
+}
+
+fn grant(st: &mut St, q: &HashMap<String, String>) -> String {
+    let code = random("code-");
+    st.codes.insert(
+        code.clone(),
+        Code {
+            client_id: q["client_id"].clone(),
+            redirect_uri: q["redirect_uri"].clone(),
+            challenge: q["code_challenge"].clone(),
+            resource: q.get("resource").cloned(),
+            scope: q.get("scope").cloned().unwrap_or_default(),
+        },
+    );
+    let mut url = url::Url::parse(&q["redirect_uri"]).unwrap();
+    url.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("iss", &st.base);
+    if let Some(state) = q.get("state") {
+        url.query_pairs_mut().append_pair("state", state);
+    }
+    url.to_string()
+}
+
+async fn authorize_get(State(s): State<S>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut st = s.lock().unwrap();
+    if let Err(e) = authorize_checks(&st, &q) {
+        return (StatusCode::BAD_REQUEST, e).into_response();
+    }
+    if st.password.is_none() {
+        return Redirect::to(&grant(&mut st, &q)).into_response();
+    }
+    let hidden: String = q
+        .iter()
+        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{v}\">"))
+        .collect();
+    Html(format!("<html><body><h1>Allow access?</h1><form method=\"post\" action=\"/authorize\">{hidden}<label>Owner password <input type=\"password\" name=\"password\"></label><button type=\"submit\">Allow</button></form></body></html>")).into_response()
+}
+
+async fn authorize_post(State(s): State<S>, Form(q): Form<HashMap<String, String>>) -> Response {
+    let mut st = s.lock().unwrap();
+    if let Err(e) = authorize_checks(&st, &q) {
+        return (StatusCode::BAD_REQUEST, e).into_response();
+    }
+    if q.get("password") != st.password.as_ref() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html("<html><body>wrong password</body></html>"),
+        )
+            .into_response();
+    }
+    Redirect::to(&grant(&mut st, &q)).into_response()
+}
+
+fn issue(st: &mut St, family: &str, scope: &str) -> Value {
+    let access = random("at-");
+    let refresh = random("rt-");
+    st.access.insert(
+        access.clone(),
+        (
+            family.to_owned(),
+            Instant::now() + Duration::from_secs(st.access_ttl),
+        ),
+    );
+    st.refresh
+        .insert(refresh.clone(), (family.to_owned(), false));
+    json!({"access_token": access, "token_type": "Bearer", "expires_in": st.access_ttl, "refresh_token": refresh, "scope": scope})
+}
+
+fn token_error(code: &str) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": code}))).into_response()
+}
+
+async fn token(State(s): State<S>, Form(f): Form<HashMap<String, String>>) -> Response {
+    let delay = s.lock().unwrap().token_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let mut st = s.lock().unwrap();
+    st.stats.token_requests += 1;
+    if st.token_fail {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "temporarily_unavailable"})),
+        )
+            .into_response();
+    }
+    match f.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            let Some(code) = f.get("code").and_then(|c| st.codes.remove(c)) else {
+                return token_error("invalid_grant");
+            };
+            let verifier =
+                PkceCodeVerifier::new(f.get("code_verifier").cloned().unwrap_or_default());
+            let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
+            if challenge.as_str() != code.challenge
+                || f.get("client_id") != Some(&code.client_id)
+                || f.get("redirect_uri") != Some(&code.redirect_uri)
+                || f.get("resource") != code.resource.as_ref()
+            {
+                return token_error("invalid_grant");
+            }
+            st.stats.codes_exchanged += 1;
+            let family = random("fam-");
+            st.families.insert(
+                family.clone(),
+                Family {
+                    revoked: false,
+                    scope: code.scope.clone(),
+                },
+            );
+            axum::Json(issue(&mut st, &family, &code.scope)).into_response()
+        }
+        Some("refresh_token") => {
+            let Some(rt) = f.get("refresh_token") else {
+                return token_error("invalid_request");
+            };
+            let Some((family, used)) = st.refresh.get(rt).cloned() else {
+                return token_error("invalid_grant");
+            };
+            if st.families.get(&family).is_none_or(|fam| fam.revoked) {
+                return token_error("invalid_grant");
+            }
+            if used {
+                // Reuse of a rotated refresh token: the whole family is compromised.
+                st.stats.reuse_detected += 1;
+                if let Some(fam) = st.families.get_mut(&family) {
+                    fam.revoked = true;
+                }
+                return token_error("invalid_grant");
+            }
+            st.refresh.insert(rt.clone(), (family.clone(), true));
+            st.stats.refreshes += 1;
+            let scope = st.families[&family].scope.clone();
+            axum::Json(issue(&mut st, &family, &scope)).into_response()
+        }
+        _ => token_error("unsupported_grant_type"),
+    }
+}
+
+async fn revoke(State(s): State<S>, Form(f): Form<HashMap<String, String>>) -> StatusCode {
+    let mut st = s.lock().unwrap();
+    let tok = f.get("token").cloned().unwrap_or_default();
+    let family = st
+        .refresh
+        .get(&tok)
+        .map(|(f, _)| f.clone())
+        .or_else(|| st.access.get(&tok).map(|(f, _)| f.clone()));
+    if let Some(fam) = family.and_then(|f| st.families.get_mut(&f)) {
+        fam.revoked = true;
+    }
+    st.stats.revocations += 1;
+    StatusCode::OK
+}
+
+async fn control(State(s): State<S>, axum::Json(c): axum::Json<Value>) -> StatusCode {
+    let mut st = s.lock().unwrap();
+    if let Some(v) = c["token_fail"].as_bool() {
+        st.token_fail = v;
+    }
+    if let Some(v) = c["token_delay_ms"].as_u64() {
+        st.token_delay_ms = v;
+    }
+    if let Some(v) = c["access_ttl"].as_u64() {
+        st.access_ttl = v;
+    }
+    if let Some(v) = c["drop_next_sse"].as_bool() {
+        st.drop_next_sse = v;
+    }
+    if c["revoke_all"] == true {
+        for f in st.families.values_mut() {
+            f.revoked = true;
+        }
+    }
+    if c["expire_access"] == true {
+        for (_, exp) in st.access.values_mut() {
+            *exp = Instant::now();
+        }
+    }
+    if c["forget_sessions"] == true {
+        st.sessions.clear();
+    }
+    StatusCode::OK
+}
+
+async fn stats(State(s): State<S>) -> axum::Json<Value> {
+    let st = s.lock().unwrap();
+    let x = &st.stats;
+    axum::Json(json!({
+        "token_requests": x.token_requests, "codes_exchanged": x.codes_exchanged, "refreshes": x.refreshes,
+        "reuse_detected": x.reuse_detected, "revocations": x.revocations, "rejected_bearer": x.rejected_bearer,
+        "mcp_requests": x.mcp_requests, "sessions": st.sessions.len(),
+    }))
+}
+
+fn unauthorized(base: &str, error: Option<&str>) -> Response {
+    let mut challenge = format!(
+        "Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\""
+    );
+    if let Some(e) = error {
+        challenge.push_str(&format!(", error=\"{e}\""));
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        "unauthorized",
+    )
+        .into_response()
+}
+
+#[allow(clippy::result_large_err)]
+fn check_bearer(st: &mut St, headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return Err(unauthorized(&st.base, None));
+    };
+    let ok = st.access.get(token).is_some_and(|(fam, exp)| {
+        *exp > Instant::now() && st.families.get(fam).is_some_and(|f| !f.revoked)
+    });
+    if ok {
+        Ok(())
+    } else {
+        st.stats.rejected_bearer += 1;
+        Err(unauthorized(&st.base, Some("invalid_token")))
+    }
+}
+
+fn sse_body(events: &[(String, String)]) -> String {
+    events
+        .iter()
+        .map(|(id, data)| format!("id: {id}\nevent: message\ndata: {data}\n\n"))
+        .collect()
+}
+
+async fn mcp_post(State(s): State<S>, headers: HeaderMap, body: String) -> Response {
+    let mut st = s.lock().unwrap();
+    if let Err(r) = check_bearer(&mut st, &headers) {
+        return r;
+    }
+    st.stats.mcp_requests += 1;
+    let Ok(msg) = serde_json::from_str::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let method = msg["method"].as_str().unwrap_or("");
+    let Some(id) = msg.get("id").cloned() else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    if msg.get("method").is_none() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    if method == "initialize" {
+        let sid = random("sess-");
+        st.sessions.insert(sid.clone(), ());
+        let result = json!({"protocolVersion": msg["params"]["protocolVersion"].as_str().unwrap_or("2025-11-25"), "capabilities": {"tools": {}}, "serverInfo": {"name": "fixture-http", "version": "1"}});
+        return (
+            [("mcp-session-id", sid)],
+            axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})),
+        )
+            .into_response();
+    }
+    let sid = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !st.sessions.contains_key(sid) {
+        return (StatusCode::NOT_FOUND, "unknown session").into_response();
+    }
+    let reply = |result: Value| json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+    let text = |t: String| json!({"content": [{"type": "text", "text": t}]});
+    let args = msg["params"]["arguments"].clone();
+    let out = match method {
+        "ping" => reply(json!({})),
+        "tools/list" => reply(json!({"tools": [
+            {"name": "echo", "description": "echo", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}},
+            {"name": "sse_echo", "description": "echo over an SSE answer", "inputSchema": {"type": "object"}},
+        ]})),
+        "tools/call" => match msg["params"]["name"].as_str().unwrap_or("") {
+            "echo" => reply(text(format!("[remote] {}", args["message"].as_str().unwrap_or("")))),
+            "sse_echo" => {
+                let stream = random("st-");
+                let events = vec![(format!("{stream}:0"), String::new()), (format!("{stream}:1"), reply(text(format!("[remote-sse] {}", args["message"].as_str().unwrap_or("")))))];
+                st.streams.insert(stream.clone(), events.clone());
+                let shown = if std::mem::take(&mut st.drop_next_sse) { &events[..1] } else { &events[..] };
+                // Dropping the stream after the priming event: the client must resume with GET.
+                return ([(header::CONTENT_TYPE, "text/event-stream")], sse_body(shown)).into_response();
+            }
+            other => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("Unknown tool: {other}")}}).to_string(),
+        },
+        other => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("Method not found: {other}")}}).to_string(),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+async fn mcp_get(State(s): State<S>, headers: HeaderMap) -> Response {
+    let mut st = s.lock().unwrap();
+    if let Err(r) = check_bearer(&mut st, &headers) {
+        return r;
+    }
+    let sid = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !st.sessions.contains_key(sid) {
+        return (StatusCode::NOT_FOUND, "unknown session").into_response();
+    }
+    let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) else {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    let Some((stream, n)) = last.rsplit_once(':') else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let n: usize = n.parse().unwrap_or(0);
+    let Some(events) = st.streams.get(stream) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let rest: Vec<_> = events.iter().skip(n + 1).cloned().collect();
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        sse_body(&rest),
+    )
+        .into_response()
+}
+
+async fn mcp_delete(State(s): State<S>, headers: HeaderMap) -> StatusCode {
+    let sid = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    s.lock().unwrap().sessions.remove(&sid);
+    StatusCode::NO_CONTENT
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut consent, mut ttl, mut port) = ("auto".to_owned(), 3600u64, 0u16);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--consent" => consent = args.next().unwrap(),
+            "--access-ttl" => ttl = args.next().unwrap().parse().unwrap(),
+            "--port" => port = args.next().unwrap().parse().unwrap(),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let password = (consent == "password")
+        .then(|| std::env::var("FIXTURE_OWNER_PASSWORD").expect("FIXTURE_OWNER_PASSWORD"));
+    let st = Arc::new(Mutex::new(St {
+        base: base.clone(),
+        password,
+        access_ttl: ttl,
+        clients: HashMap::new(),
+        codes: HashMap::new(),
+        access: HashMap::new(),
+        refresh: HashMap::new(),
+        families: HashMap::new(),
+        stats: Stats::default(),
+        token_fail: false,
+        token_delay_ms: 0,
+        drop_next_sse: false,
+        sessions: HashMap::new(),
+        streams: HashMap::new(),
+    }));
+    let (b1, b2) = (base.clone(), base.clone());
+    let app = Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(move || async move { axum::Json(prm(&b1)) }),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(move || async move { axum::Json(metadata(&b2)) }),
+        )
+        .route("/register", post(register))
+        .route("/authorize", get(authorize_get).post(authorize_post))
+        .route("/token", post(token))
+        .route("/revoke", post(revoke))
+        .route("/control", post(control))
+        .route("/control/stats", get(stats))
+        .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
+        .with_state(st);
+    eprintln!("fixture-http listening on {base}");
+    axum::serve(listener, app).await.unwrap();
+}
