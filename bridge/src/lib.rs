@@ -3,6 +3,7 @@
 //! The binary is a thin wrapper around [`cli::main`]; tests can run [`serve`] in-process on a
 //! listener of their own or spawn the binary.
 
+pub mod agent_client;
 pub mod cache;
 pub mod cli;
 pub mod client;

@@ -5,16 +5,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use proto::config::{Config, Transport, UpstreamConfig};
+use proto::config::{Auth, AuthKind, Config, Transport, UpstreamConfig};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agent_client::AgentClient;
 use crate::cache::ToolCache;
 use crate::jsonrpc::{self, RpcError};
 use crate::naming;
+use crate::upstream::http;
 use crate::upstream::stdio::{self, StdioSpec};
 use crate::upstream::{
     CallError, Downstream, ListKind, Lists, RequestContext, State, Timeouts, Upstream,
@@ -248,6 +250,17 @@ impl Catalog {
     }
 }
 
+/// The agent socket of this installation (`$MCP_CRED_AGENT_SOCKET` or `<config dir>/agent.sock`).
+pub fn agent_socket(config: &Config) -> std::path::PathBuf {
+    let over = std::env::var_os(proto::SOCKET_ENV)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    proto::socket_path(&config.config_dir, over.as_deref()).unwrap_or_else(|e| {
+        tracing::error!("{e}");
+        config.config_dir.join(proto::SOCKET_FILE_NAME)
+    })
+}
+
 struct Entry {
     config: UpstreamConfig,
     up: Arc<Upstream>,
@@ -259,6 +272,8 @@ pub struct Registry {
     catalog: watch::Sender<Arc<Catalog>>,
     tools_changed: Arc<Notify>,
     downstream: Arc<dyn Downstream>,
+    /// The credential agent, shared by every OAuth upstream.
+    pub agent: Arc<AgentClient>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     cache: ToolCache,
@@ -288,6 +303,7 @@ impl Registry {
             catalog: watch::Sender::new(Arc::new(Catalog::empty())),
             tools_changed: Arc::new(Notify::new()),
             downstream,
+            agent: Arc::new(AgentClient::new(agent_socket(config))),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             cache,
@@ -403,13 +419,38 @@ impl Registry {
                 self.tasks
                     .spawn(stdio::supervise(up.clone(), spec, stop.clone()));
             }
-            Transport::Http { url, .. } => {
-                tracing::warn!(upstream = %config.name, %url, "HTTP upstreams are not implemented in this build; upstream disabled");
-                up.update_status(|s| {
-                    s.state = State::Disabled;
-                    s.last_error =
-                        Some("HTTP upstreams are not implemented in this build yet".into());
-                });
+            Transport::Http {
+                url, auth, headers, ..
+            } => {
+                let auth = match auth {
+                    Auth::Named(AuthKind::None) => Ok(http::Auth::None),
+                    Auth::Named(AuthKind::Oauth) => Ok(http::Auth::Agent(self.agent.clone())),
+                    Auth::Bearer { bearer_env } => std::env::var(bearer_env)
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .map(http::Auth::Static)
+                        .ok_or_else(|| {
+                            format!("the bearer token variable {bearer_env} is not set")
+                        }),
+                };
+                match auth {
+                    Ok(auth) => {
+                        let spec = http::HttpSpec {
+                            url: url.clone(),
+                            auth,
+                            headers: headers.clone(),
+                        };
+                        self.tasks
+                            .spawn(http::supervise(up.clone(), spec, stop.clone()));
+                    }
+                    Err(e) => {
+                        tracing::error!(upstream = %config.name, "{e}; upstream disabled");
+                        up.update_status(|s| {
+                            s.state = State::Disabled;
+                            s.last_error = Some(e);
+                        });
+                    }
+                }
             }
         }
         Entry { config, up, stop }

@@ -61,6 +61,7 @@ pub fn router(
             get(|| async { axum::Json(json!({ "status": "ok" })) }),
         )
         .route("/status", get(status))
+        .route("/oauth/callback", get(oauth_callback))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             guard,
@@ -568,6 +569,57 @@ async fn mcp_delete(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Re
     bridge.sessions.remove(&session.id);
     tracing::info!(session = %&session.id[..8], "client session ended");
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The OAuth redirect of a browser login: relayed to the agent, which alone holds the PKCE
+/// verifier (the code is useless without it).
+async fn oauth_callback(
+    State(bridge): State<Arc<Bridge>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let pairs: std::collections::HashMap<String, String> =
+        url_pairs(query.as_deref().unwrap_or(""));
+    let request = proto::Request::CompleteLogin {
+        state: pairs.get("state").cloned().unwrap_or_default(),
+        code: pairs.get("code").cloned(),
+        error: pairs.get("error").cloned(),
+    };
+    let (status, text) = match bridge.registry.agent.request(request).await {
+        Ok(proto::Response::Ack) => (
+            StatusCode::OK,
+            "Login complete. You can close this tab.".to_owned(),
+        ),
+        Ok(proto::Response::Error { error }) => {
+            (StatusCode::BAD_REQUEST, format!("Login failed: {error}"))
+        }
+        Ok(other) => (
+            StatusCode::BAD_GATEWAY,
+            format!("Unexpected answer from the agent: {other:?}"),
+        ),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let body = format!(
+        "<!doctype html><html><body><p>mcp-bridge: {}</p></body></html>",
+        html_escape(&text)
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn url_pairs(query: &str) -> std::collections::HashMap<String, String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 async fn status(State(bridge): State<Arc<Bridge>>) -> Response {

@@ -238,7 +238,7 @@ impl Shim {
                 Lost::NotSent(e) => (false, e),
                 Lost::InFlight(e) => (true, e),
             };
-            tracing::warn!(error = %error, attempt, "the bridge went away; reconnecting");
+            tracing::warn!(error = %error, attempt, in_flight, id = ?id, "the bridge went away; reconnecting");
             if is_init {
                 if !self.wait_for_bridge(&msg).await {
                     if let Some(id) = &id {

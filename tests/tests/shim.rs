@@ -27,7 +27,7 @@ impl Shim {
             .env("MCP_BRIDGE_CONFIG_DIR", "/nonexistent-mcpb-config")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .unwrap();

@@ -5,6 +5,7 @@
 //! good tool list, and `call`, which fails promptly with a typed error when the upstream is not
 //! Ready or its transport dies mid-request.
 
+pub mod http;
 pub mod rpc;
 pub mod stdio;
 pub mod supervisor;
@@ -32,6 +33,8 @@ pub enum State {
     Initializing,
     Ready,
     Backoff,
+    /// The credential agent has no usable login for this upstream.
+    NeedsLogin,
     /// The configuration cannot work (for example a transport this build does not have).
     Disabled,
     Stopped,
@@ -44,6 +47,7 @@ impl State {
             Self::Initializing => "initializing",
             Self::Ready => "ready",
             Self::Backoff => "backoff",
+            Self::NeedsLogin => "needs_login",
             Self::Disabled => "disabled",
             Self::Stopped => "stopped",
         }
@@ -612,6 +616,22 @@ async fn refresh(up: Arc<Upstream>, peer: Arc<RpcPeer>, kinds: &[ListKind]) {
             Err(e) => {
                 tracing::warn!(upstream = %up.name, kind = kind.key(), error = %e, "re-listing failed")
             }
+        }
+    }
+}
+
+/// Routes one message from the upstream, whatever its transport.
+pub(crate) fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
+    peer.heard();
+    match jsonrpc::classify(&msg) {
+        jsonrpc::Kind::Response { id } => {
+            let id = id.clone();
+            peer.deliver(&id, msg);
+        }
+        jsonrpc::Kind::Request { id, method } => serve_request(up, peer, id.clone(), method, &msg),
+        jsonrpc::Kind::Notification { method } => on_notification(up, peer, method, msg.clone()),
+        jsonrpc::Kind::Invalid(why) => {
+            tracing::warn!(upstream = %up.name, why, "invalid JSON-RPC message from upstream");
         }
     }
 }

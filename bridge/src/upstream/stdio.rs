@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use super::rpc::RpcPeer;
 use super::supervisor::{self, Outcome};
 use super::{State, Upstream};
-use crate::jsonrpc::{self, Kind};
 
 #[derive(Debug, Clone)]
 pub struct StdioSpec {
@@ -262,7 +261,7 @@ async fn read_stdout(up: Arc<Upstream>, peer: Arc<RpcPeer>, stdout: tokio::proce
                     continue;
                 }
                 match serde_json::from_slice::<Value>(&buf) {
-                    Ok(msg) => dispatch(&up, &peer, msg),
+                    Ok(msg) => super::dispatch(&up, &peer, msg),
                     Err(e) => {
                         let shown =
                             String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
@@ -270,22 +269,6 @@ async fn read_stdout(up: Arc<Upstream>, peer: Arc<RpcPeer>, stdout: tokio::proce
                     }
                 }
             }
-        }
-    }
-}
-
-/// Routes one message from the upstream.
-fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
-    peer.heard();
-    match jsonrpc::classify(&msg) {
-        Kind::Response { id } => {
-            let id = id.clone();
-            peer.deliver(&id, msg);
-        }
-        Kind::Request { id, method } => super::serve_request(up, peer, id.clone(), method, &msg),
-        Kind::Notification { method } => super::on_notification(up, peer, method, msg.clone()),
-        Kind::Invalid(why) => {
-            tracing::warn!(upstream = %up.name, why, "invalid JSON-RPC message from upstream");
         }
     }
 }

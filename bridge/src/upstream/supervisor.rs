@@ -74,6 +74,10 @@ pub enum Outcome {
         reason: String,
         was_ready_for: Duration,
     },
+    /// No credentials: retried with backoff, shown as NeedsLogin meanwhile.
+    NeedsLogin {
+        reason: String,
+    },
 }
 
 /// Runs `connect` until `shutdown`, with backoff between failed attempts.
@@ -88,10 +92,11 @@ where
             s.state = State::Connecting;
             s.next_retry_at = None;
         });
-        let (reason, was_ready_for) = tokio::select! {
+        let (reason, was_ready_for, state) = tokio::select! {
             outcome = connect() => match outcome {
                 Outcome::Shutdown => break,
-                Outcome::Failed { reason, was_ready_for } => (reason, was_ready_for),
+                Outcome::Failed { reason, was_ready_for } => (reason, was_ready_for, State::Backoff),
+                Outcome::NeedsLogin { reason } => (reason, Duration::ZERO, State::NeedsLogin),
             },
             () = shutdown.cancelled() => break,
         };
@@ -101,7 +106,7 @@ where
         let delay = backoff.next_delay();
         tracing::warn!(upstream = %up.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "upstream down; reconnecting");
         up.update_status(|s| {
-            s.state = State::Backoff;
+            s.state = state;
             s.last_error = Some(reason);
             s.failures += 1;
             s.next_retry_at = Some(SystemTime::now() + delay);

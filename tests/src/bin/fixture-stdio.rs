@@ -190,8 +190,15 @@ fn main() {
                     "slow_write" => {
                         let ms = args["ms"].as_u64().unwrap_or(100);
                         eprintln!("fixture {} writing for {ms} ms", opts.name);
-                        std::thread::sleep(std::time::Duration::from_millis(ms));
-                        Ok(text(format!("[{}] wrote", opts.name)))
+                        let send = send.clone();
+                        let name = opts.name.clone();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(std::time::Duration::from_millis(ms));
+                            send(
+                                json!({"jsonrpc": "2.0", "id": id, "result": text(format!("[{name}] wrote"))}),
+                            );
+                        });
+                        continue;
                     }
                     "touch_list" => {
                         send(

@@ -1,0 +1,508 @@
+//! Remote upstreams over Streamable HTTP (MCP 2025-11-25 down to 2025-03-26): one POST per
+//! message with JSON or SSE answers, `Mcp-Session-Id` and `MCP-Protocol-Version` kept and sent,
+//! SSE resumption with `Last-Event-ID`, a 404 session re-initialized transparently, the GET
+//! stream for server-initiated messages, DELETE on shutdown. Bearer tokens come from the
+//! credential agent (or an environment variable); a 401 reports the token to the agent and
+//! retries once with a new one. The legacy HTTP+SSE transport (2024-11-05) is not implemented.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::rpc::RpcPeer;
+use super::supervisor::{self, Outcome};
+use super::{State, Upstream};
+use crate::agent_client::{AgentClient, TokenError};
+use crate::sse::SseParser;
+
+/// Where the bearer token comes from.
+pub enum Auth {
+    None,
+    /// A fixed token (from an environment variable named in the config).
+    Static(String),
+    Agent(Arc<AgentClient>),
+}
+
+pub struct HttpSpec {
+    pub url: String,
+    pub auth: Auth,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Tokens are renewed when they have less than this left.
+const TOKEN_MARGIN: u64 = 30;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why the connection cannot go on.
+enum Failure {
+    Broken(String),
+    NeedsLogin(String),
+}
+
+struct Conn {
+    up: Arc<Upstream>,
+    spec: Arc<HttpSpec>,
+    http: reqwest::Client,
+    session: Mutex<Option<String>>,
+    version: Mutex<Option<String>>,
+    token: Mutex<Option<(String, u64)>>,
+    /// The bridge's own `initialize` params, replayed when the upstream forgets the session.
+    init: Mutex<Option<Value>>,
+    /// The last event id of an answer stream that broke, for `Last-Event-ID`.
+    resume_from: Mutex<Option<String>>,
+    fail: mpsc::UnboundedSender<Failure>,
+}
+
+pub async fn supervise(up: Arc<Upstream>, spec: HttpSpec, shutdown: CancellationToken) {
+    let spec = Arc::new(spec);
+    let (u, stop) = (up.clone(), shutdown.clone());
+    supervisor::supervise(up, shutdown, move || {
+        run_once(u.clone(), spec.clone(), stop.clone())
+    })
+    .await;
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: CancellationToken) -> Outcome {
+    let (fail_tx, mut fail_rx) = mpsc::unbounded_channel();
+    let conn = Arc::new(Conn {
+        up: up.clone(),
+        spec,
+        http: http_client(),
+        session: Mutex::new(None),
+        version: Mutex::new(None),
+        token: Mutex::new(None),
+        init: Mutex::new(None),
+        resume_from: Mutex::new(None),
+        fail: fail_tx,
+    });
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let peer = Arc::new(RpcPeer::new(up.name.clone(), out_tx));
+    let sender = {
+        let (conn, peer) = (conn.clone(), peer.clone());
+        tokio::spawn(async move {
+            while let Some(line) = out_rx.recv().await {
+                let (conn, peer) = (conn.clone(), peer.clone());
+                tokio::spawn(async move { conn.post(&peer, line).await });
+            }
+        })
+    };
+    up.update_status(|s| s.state = State::Initializing);
+    let handshake = super::handshake(&up, &peer, up.timeouts.startup);
+    tokio::pin!(handshake);
+    let (mut initializing, mut ready_since) = (true, None);
+    let (ping_tx, mut ping_failed) = tokio::sync::oneshot::channel();
+    let (mut ping_tx, mut ping_armed) = (Some(ping_tx), true);
+    let mut tasks = Vec::new();
+    let failure = loop {
+        tokio::select! {
+            result = &mut handshake, if initializing => {
+                initializing = false;
+                match result {
+                    Ok(()) => {
+                        ready_since = Some(tokio::time::Instant::now());
+                        if let Some(tx) = ping_tx.take() {
+                            let t = &up.timeouts;
+                            tasks.push(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
+                        }
+                        tasks.push(tokio::spawn(conn.clone().server_stream(peer.clone())));
+                        up.set_conn(Some(peer.clone()));
+                        up.update_status(|s| { s.state = State::Ready; s.connects += 1; s.next_retry_at = None; });
+                        tracing::info!(upstream = %up.name, tools = up.tools().len(), "upstream ready");
+                    }
+                    Err(e) => {
+                        // A token problem reported on the failure channel explains better.
+                        let why = fail_rx.try_recv().ok();
+                        break why.unwrap_or_else(|| Failure::Broken(format!("handshake failed: {e}")));
+                    }
+                }
+            }
+            Some(f) = fail_rx.recv() => break f,
+            result = &mut ping_failed, if ping_armed => {
+                ping_armed = false;
+                if let Ok(reason) = result {
+                    break Failure::Broken(reason);
+                }
+            }
+            () = shutdown.cancelled() => {
+                up.set_conn(None);
+                peer.close("the bridge is shutting down");
+                conn.delete_session().await;
+                for t in tasks { t.abort(); }
+                sender.abort();
+                return Outcome::Shutdown;
+            }
+        }
+    };
+    up.set_conn(None);
+    for t in tasks {
+        t.abort();
+    }
+    sender.abort();
+    let was_ready_for = ready_since.map(|t| t.elapsed()).unwrap_or_default();
+    match failure {
+        Failure::Broken(reason) => {
+            peer.close(&format!("{reason}; reconnecting"));
+            Outcome::Failed {
+                reason,
+                was_ready_for,
+            }
+        }
+        Failure::NeedsLogin(reason) => {
+            peer.close(&reason);
+            Outcome::NeedsLogin { reason }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Conn {
+    async fn bearer(&self) -> Result<Option<String>, Failure> {
+        match &self.spec.auth {
+            Auth::None => Ok(None),
+            Auth::Static(t) => Ok(Some(t.clone())),
+            Auth::Agent(agent) => {
+                if let Some((t, exp)) = lock(&self.token).clone()
+                    && exp > unix_now() + TOKEN_MARGIN
+                {
+                    return Ok(Some(t));
+                }
+                match agent.get_token(&self.up.name, TOKEN_MARGIN * 2).await {
+                    Ok((t, exp)) => {
+                        *lock(&self.token) = Some((t.clone(), exp));
+                        Ok(Some(t))
+                    }
+                    Err(TokenError::Agent(e @ proto::AgentError::NeedsLogin { .. })) => {
+                        Err(Failure::NeedsLogin(e.to_string()))
+                    }
+                    Err(e) => Err(Failure::Broken(e.to_string())),
+                }
+            }
+        }
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        token: Option<&str>,
+        with_session: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, &self.spec.url);
+        for (k, v) in &self.spec.headers {
+            req = req.header(k, v);
+        }
+        if with_session {
+            if let Some(s) = lock(&self.session).clone() {
+                req = req.header("mcp-session-id", s);
+            }
+            if let Some(v) = lock(&self.version).clone() {
+                req = req.header("mcp-protocol-version", v);
+            }
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    /// POSTs one message from the peer and dispatches whatever comes back.
+    async fn post(&self, peer: &Arc<RpcPeer>, line: Bytes) {
+        let Ok(msg) = serde_json::from_slice::<Value>(&line) else {
+            return;
+        };
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        let is_init = method == "initialize";
+        if is_init {
+            *lock(&self.init) = msg.get("params").cloned();
+        }
+        let id = msg
+            .get("id")
+            .filter(|_| msg.get("method").is_some())
+            .cloned();
+        let mut rejected = false;
+        for _ in 0..3 {
+            let token = match self.bearer().await {
+                Ok(t) => t,
+                Err(f) => {
+                    let _ = self.fail.send(f);
+                    return;
+                }
+            };
+            let resp = self
+                .request(reqwest::Method::POST, token.as_deref(), !is_init)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .body(line.clone())
+                .send()
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.fail.send(Failure::Broken(format!(
+                        "cannot reach {}: {e}",
+                        self.spec.url
+                    )));
+                    return;
+                }
+            };
+            match resp.status().as_u16() {
+                401 => {
+                    if rejected {
+                        let _ = self.fail.send(Failure::Broken(
+                            "the upstream refused a freshly issued token (401)".into(),
+                        ));
+                        return;
+                    }
+                    rejected = true;
+                    lock(&self.token).take();
+                    if let (Auth::Agent(agent), Some(t)) = (&self.spec.auth, token) {
+                        tracing::info!(upstream = %self.up.name, "upstream answered 401; asking the agent for a new token");
+                        if let Err(e) = agent.token_rejected(&self.up.name, &t).await {
+                            let f = match e {
+                                TokenError::Agent(e @ proto::AgentError::NeedsLogin { .. }) => {
+                                    Failure::NeedsLogin(e.to_string())
+                                }
+                                e => Failure::Broken(e.to_string()),
+                            };
+                            let _ = self.fail.send(f);
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                404 if !is_init && lock(&self.session).is_some() => {
+                    tracing::info!(upstream = %self.up.name, "upstream forgot the session; initializing a new one");
+                    if let Err(e) = self.reinitialize().await {
+                        let _ = self.fail.send(Failure::Broken(format!(
+                            "re-initializing after a 404 failed: {e}"
+                        )));
+                        return;
+                    }
+                    continue;
+                }
+                s if !(200..300).contains(&s) => {
+                    let body: String = resp
+                        .text()
+                        .await
+                        .unwrap_or_default()
+                        .chars()
+                        .take(300)
+                        .collect();
+                    if let Some(id) = &id {
+                        peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream answered HTTP {s}: {body}")}}));
+                    }
+                    return;
+                }
+                _ => {}
+            }
+            if is_init
+                && let Some(s) = resp
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+            {
+                *lock(&self.session) = Some(s.to_owned());
+            }
+            let sse = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("text/event-stream"));
+            if !sse {
+                let body = resp.bytes().await.unwrap_or_default();
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    self.deliver(peer, v, is_init);
+                }
+                return;
+            }
+            let done = self.read_sse(peer, resp, id.as_ref(), is_init).await;
+            if let (false, Some(id)) = (done, &id) {
+                self.resume(peer, id, is_init).await;
+            }
+            return;
+        }
+    }
+
+    fn deliver(&self, peer: &Arc<RpcPeer>, v: Value, is_init: bool) {
+        if is_init && let Some(ver) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
+            *lock(&self.version) = Some(ver.to_owned());
+        }
+        super::dispatch(&self.up, peer, v);
+    }
+
+    /// Dispatches the events of an SSE answer; true once the response to `id` arrived.
+    /// Remembers the last event id for resumption.
+    async fn read_sse(
+        &self,
+        peer: &Arc<RpcPeer>,
+        resp: reqwest::Response,
+        id: Option<&Value>,
+        is_init: bool,
+    ) -> bool {
+        let mut parser = SseParser::new(64 * 1024 * 1024);
+        let mut body = resp.bytes_stream();
+        let mut last_id: Option<String> = None;
+        while let Some(Ok(chunk)) = body.next().await {
+            let Ok(events) = parser.push(&chunk) else {
+                break;
+            };
+            for e in events {
+                if e.id.is_some() {
+                    last_id.clone_from(&e.id);
+                }
+                if e.data.is_empty() {
+                    continue;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+                    continue;
+                };
+                let is_answer = id.is_some() && v.get("id") == id && v.get("method").is_none();
+                self.deliver(peer, v, is_init);
+                if is_answer {
+                    return true;
+                }
+            }
+        }
+        if last_id.is_some() {
+            *lock(&self.resume_from) = last_id;
+        }
+        false
+    }
+
+    /// The answer stream broke before the response: resume it with GET + Last-Event-ID.
+    async fn resume(&self, peer: &Arc<RpcPeer>, id: &Value, is_init: bool) {
+        for attempt in 0..3u32 {
+            let Some(last) = lock(&self.resume_from).clone() else {
+                break;
+            };
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            let token = match self.bearer().await {
+                Ok(t) => t,
+                Err(f) => {
+                    let _ = self.fail.send(f);
+                    return;
+                }
+            };
+            let resp = self
+                .request(reqwest::Method::GET, token.as_deref(), true)
+                .header("accept", "text/event-stream")
+                .header("last-event-id", &last)
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(upstream = %self.up.name, last_event_id = %last, "resumed a broken answer stream");
+                    if self.read_sse(peer, r, Some(id), is_init).await {
+                        return;
+                    }
+                }
+                Ok(r) => {
+                    tracing::warn!(upstream = %self.up.name, status = %r.status(), "cannot resume the answer stream")
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %self.up.name, error = %e, "cannot resume the answer stream")
+                }
+            }
+        }
+        peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": "the upstream's answer stream broke and could not be resumed"}}));
+    }
+
+    /// A fresh session with the same `initialize` params, out of band of the peer's ids.
+    async fn reinitialize(&self) -> Result<(), String> {
+        let params = lock(&self.init).clone().ok_or("no initialize to replay")?;
+        lock(&self.session).take();
+        let token = self.bearer().await.map_err(|_| "no token".to_owned())?;
+        let init = json!({"jsonrpc": "2.0", "id": "mcp-bridge-reinit", "method": "initialize", "params": params});
+        let resp = self
+            .request(reqwest::Method::POST, token.as_deref(), false)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        *lock(&self.session) = sid;
+        let _ = resp.bytes().await;
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let _ = self
+            .request(reqwest::Method::POST, token.as_deref(), true)
+            .header("accept", "application/json, text/event-stream")
+            .json(&note)
+            .send()
+            .await;
+        Ok(())
+    }
+
+    /// Relays the GET stream of server-initiated messages while the session lives.
+    async fn server_stream(self: Arc<Self>, peer: Arc<RpcPeer>) {
+        loop {
+            let Ok(token) = self.bearer().await else {
+                return;
+            };
+            let resp = self
+                .request(reqwest::Method::GET, token.as_deref(), true)
+                .header("accept", "text/event-stream")
+                .send()
+                .await;
+            let Ok(resp) = resp else { return };
+            if !resp.status().is_success() {
+                // 405: the server has no GET stream; 404: the next POST re-initializes.
+                return;
+            }
+            let mut parser = SseParser::new(64 * 1024 * 1024);
+            let mut body = resp.bytes_stream();
+            while let Some(Ok(chunk)) = body.next().await {
+                let Ok(events) = parser.push(&chunk) else {
+                    break;
+                };
+                for e in events.into_iter().filter(|e| !e.data.is_empty()) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
+                        super::dispatch(&self.up, &peer, v);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn delete_session(&self) {
+        if lock(&self.session).is_none() {
+            return;
+        }
+        let token = self.bearer().await.ok().flatten();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.request(reqwest::Method::DELETE, token.as_deref(), true)
+                .send(),
+        )
+        .await;
+    }
+}

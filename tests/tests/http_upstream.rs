@@ -1,0 +1,189 @@
+//! Remote OAuth-protected upstreams end to end: fixture authorization server + remote MCP
+//! server, the credential agent and the bridge, all real processes.
+
+use std::time::Duration;
+
+use mcp_bridge_tests::*;
+use serde_json::{Value, json};
+
+struct Setup {
+    fixture: FixtureHttp,
+    dir: TempDir,
+    agent: Option<AgentProc>,
+}
+
+async fn setup() -> Setup {
+    let fixture = FixtureHttp::start(&[], None).await;
+    let dir = TempDir::new("remote");
+    dir.write(
+        "config.toml",
+        &(oauth_entry("remote", &fixture.mcp_url()) + &fixture_entry("alpha", &[])),
+    );
+    let agent = AgentProc::start(dir.path(), &[]).await;
+    let out = agent.cli(&["login", "remote", "--no-browser"]).await;
+    assert!(
+        out.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Setup {
+        fixture,
+        dir,
+        agent: Some(agent),
+    }
+}
+
+impl Setup {
+    async fn bridge(&self) -> Bridge {
+        let b = Bridge::builder().in_dir(self.dir.path()).start().await;
+        b.wait_ready(2).await;
+        b
+    }
+}
+
+fn error_text(r: &Value) -> String {
+    r["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn remote_tools_beside_stdio_ones_and_token_expiry_is_invisible() {
+    let s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    let names = c.tool_names().await;
+    assert!(
+        names.contains(&"remote__echo".to_owned()) && names.contains(&"alpha__echo".to_owned()),
+        "{names:?}"
+    );
+    assert_eq!(
+        text_of(&c.call_tool("remote__echo", json!({"message": "hi"})).await),
+        "[remote] hi"
+    );
+    for round in 0..3 {
+        // The server stops accepting the access token mid-run: 401, the agent refreshes, the
+        // bridge retries; the client sees nothing.
+        s.fixture.control(json!({"expire_access": true})).await;
+        let r = c
+            .call_tool("remote__echo", json!({"message": round.to_string()}))
+            .await;
+        assert_eq!(text_of(&r), format!("[remote] {round}"), "{r}");
+    }
+    let stats = s.fixture.stats().await;
+    assert_eq!(stats["refreshes"], 3, "{stats}");
+    assert_eq!(stats["reuse_detected"], 0);
+    assert!(
+        !b.logs().join("\n").contains("at-"),
+        "no access token in the bridge's logs"
+    );
+}
+
+#[tokio::test]
+async fn a_bridge_restart_needs_no_new_login() {
+    let s = setup().await;
+    let mut b = s.bridge().await;
+    assert!(b.terminate().success());
+    let b = s.bridge().await;
+    let c = b.client().await;
+    assert_eq!(
+        text_of(
+            &c.call_tool("remote__echo", json!({"message": "again"}))
+                .await
+        ),
+        "[remote] again"
+    );
+    assert_eq!(
+        s.fixture.stats().await["codes_exchanged"],
+        1,
+        "one login, ever"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_going_away_and_coming_back() {
+    let mut s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    drop(s.agent.take());
+    s.fixture.control(json!({"expire_access": true})).await;
+    let r = c.call_tool("remote__echo", json!({"message": "x"})).await;
+    assert!(error_text(&r).contains("mcp-cred-agent"), "{r}");
+    assert!(
+        c.tool_names().await.contains(&"remote__echo".to_owned()),
+        "cached tools still listed"
+    );
+    s.agent = Some(AgentProc::start(s.dir.path(), &[]).await);
+    wait_for("calls to recover", Duration::from_secs(30), async || {
+        let r = c
+            .call_tool("remote__echo", json!({"message": "back"}))
+            .await;
+        (text_of(&r) == "[remote] back").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_broken_sse_answer_is_resumed() {
+    let s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    s.fixture.control(json!({"drop_next_sse": true})).await;
+    let r = c
+        .call_tool("remote__sse_echo", json!({"message": "resumed"}))
+        .await;
+    assert_eq!(text_of(&r), "[remote-sse] resumed", "{r}");
+    b.wait_log("resumption logged", |l| {
+        l.contains("resumed a broken answer stream")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_upstream_session_is_reinitialized_transparently() {
+    let s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    s.fixture.control(json!({"forget_sessions": true})).await;
+    assert_eq!(
+        text_of(
+            &c.call_tool("remote__echo", json!({"message": "fresh"}))
+                .await
+        ),
+        "[remote] fresh"
+    );
+    b.wait_log("re-initialization logged", |l| {
+        l.contains("forgot the session")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_revoked_login_tells_the_user_what_to_run() {
+    let s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    s.fixture
+        .control(json!({"revoke_all": true, "expire_access": true}))
+        .await;
+    let r = c.call_tool("remote__echo", json!({"message": "x"})).await;
+    assert!(
+        error_text(&r).contains("mcp-cred-agent login remote"),
+        "{r}"
+    );
+    let status = b.status().await;
+    let remote = status["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "remote")
+        .unwrap()
+        .clone();
+    assert_eq!(remote["state"], "needs_login", "{remote}");
+    // The stdio upstream is unaffected.
+    assert_eq!(
+        text_of(&c.call_tool("alpha__echo", json!({"message": "ok"})).await),
+        "[alpha] ok"
+    );
+}
