@@ -172,15 +172,20 @@ async fn a_revoked_login_tells_the_user_what_to_run() {
         error_text(&r).contains("mcp-cred-agent login remote"),
         "{r}"
     );
-    let status = b.status().await;
-    let remote = status["upstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "remote")
-        .unwrap()
-        .clone();
-    assert_eq!(remote["state"], "needs_login", "{remote}");
+    wait_for(
+        "the remote upstream to show needs_login",
+        Duration::from_secs(10),
+        async || {
+            let status = b.status().await;
+            let remote = status["upstreams"]
+                .as_array()?
+                .iter()
+                .find(|u| u["name"] == "remote")?
+                .clone();
+            (remote["state"] == "needs_login").then_some(())
+        },
+    )
+    .await;
     // The stdio upstream is unaffected.
     assert_eq!(
         text_of(&c.call_tool("alpha__echo", json!({"message": "ok"})).await),

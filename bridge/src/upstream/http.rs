@@ -102,7 +102,11 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
             }
         })
     };
-    up.update_status(|s| s.state = State::Initializing);
+    up.update_status(|s| {
+        if s.state != State::NeedsLogin {
+            s.state = State::Initializing;
+        }
+    });
     let handshake = super::handshake(&up, &peer, up.timeouts.startup);
     tokio::pin!(handshake);
     let (mut initializing, mut ready_since) = (true, None);

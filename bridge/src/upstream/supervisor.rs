@@ -89,7 +89,10 @@ where
     let mut backoff = Backoff::default();
     loop {
         up.update_status(|s| {
-            s.state = State::Connecting;
+            // Retrying without a login stays NeedsLogin until a connection succeeds.
+            if s.state != State::NeedsLogin {
+                s.state = State::Connecting;
+            }
             s.next_retry_at = None;
         });
         let (reason, was_ready_for, state) = tokio::select! {
