@@ -19,7 +19,7 @@ bridge_pid=""
 cleanup() { [ -n "$bridge_pid" ] && kill "$bridge_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 printf '[[upstream]]\nname = "everything"\nprefix = ""\ncommand = "%s"\n' "$target/fixture-everything" > "$work/config.toml"
-MCP_BRIDGE_CONFIG_DIR="$work" MCP_BRIDGE_PORT=0 RUST_LOG=info "$target/mcp-bridge" 2> "$work/bridge.log" &
+MCP_BRIDGE_CONFIG_DIR="$work" MCP_BRIDGE_PORT=0 MCP_BRIDGE_LOG_STDERR=1 MCP_BRIDGE_LOG_PATH="$work/mcp-bridge.log" RUST_LOG=info "$target/mcp-bridge" 2> "$work/bridge.log" &
 bridge_pid=$!
 url=""
 for _ in $(seq 1 200); do

@@ -1,7 +1,6 @@
 //! Command line: `mcp-cred-agent [serve]`, `mcp-cred-agent status [--json]`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -88,14 +87,18 @@ pub fn load() -> anyhow::Result<(Config, PathBuf)> {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
     let (config, socket) = load()?;
+    let var = |k: &str| std::env::var(k).ok();
+    let path = logfile::default_path(
+        config.log_path.as_deref().and_then(|p| p.to_str()),
+        var("HOME").as_deref(),
+        var("XDG_STATE_HOME").as_deref(),
+        "mcp-cred-agent.log",
+    );
+    match logfile::init(&path, config.logging.max_bytes, config.logging.keep) {
+        Ok(p) => tracing::info!(file = %p.display(), "logging"),
+        Err(e) => eprintln!("{e}"),
+    }
     let agent = crate::tokens::Agent::new(&config, crate::consent::OwnerPassword::from_env())?;
     agent.spawn_refreshers();
     let listener = crate::server::bind(&socket).await?;

@@ -1,7 +1,6 @@
 //! Command line: `mcp-bridge [serve]`, `mcp-bridge status [--json]`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -62,16 +61,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
 fn env_snapshot() -> BTreeMap<String, String> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -90,9 +79,24 @@ pub fn load_config() -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Logs to the size-rotated file (and stderr on a terminal); says where.
+pub fn init_logging(config: &Config, file_name: &str) {
+    let var = |k: &str| std::env::var(k).ok();
+    let path = logfile::default_path(
+        config.log_path.as_deref().and_then(|p| p.to_str()),
+        var("HOME").as_deref(),
+        var("XDG_STATE_HOME").as_deref(),
+        file_name,
+    );
+    match logfile::init(&path, config.logging.max_bytes, config.logging.keep) {
+        Ok(p) => tracing::info!(file = %p.display(), "logging"),
+        Err(e) => eprintln!("{e}"),
+    }
+}
+
 async fn serve() -> anyhow::Result<()> {
-    init_logging();
     let config = load_config()?;
+    init_logging(&config, "mcp-bridge.log");
     let token = crate::inbound_token(
         &config.config_dir,
         std::env::var(crate::INBOUND_TOKEN_ENV).ok(),

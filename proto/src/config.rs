@@ -28,7 +28,29 @@ pub struct Config {
     /// The file the upstreams came from, when one existed.
     pub config_file: Option<PathBuf>,
     pub server: ServerSettings,
+    pub logging: LoggingSettings,
+    /// `MCP_BRIDGE_LOG_PATH`, if set.
+    pub log_path: Option<PathBuf>,
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[logging]`: size rotation of the daemons' log files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    /// A log file is rotated when it would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`.1` … `.N`).
+    pub keep: usize,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            keep: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -159,6 +181,8 @@ struct RawFile {
     #[serde(default)]
     server: ServerSettings,
     #[serde(default)]
+    logging: LoggingSettings,
+    #[serde(default)]
     upstream: Vec<toml::Spanned<RawUpstream>>,
 }
 
@@ -205,7 +229,7 @@ fn line_of(src: &str, offset: usize) -> usize {
 pub fn parse_file(
     file: &Path,
     src: &str,
-) -> Result<(ServerSettings, Vec<UpstreamConfig>), ConfigError> {
+) -> Result<(ServerSettings, LoggingSettings, Vec<UpstreamConfig>), ConfigError> {
     let raw: RawFile = toml::from_str(src).map_err(|e| {
         let message = match e.span() {
             Some(span) => format!(
@@ -348,7 +372,7 @@ pub fn parse_file(
             timing,
         });
     }
-    Ok((raw.server, upstreams))
+    Ok((raw.server, raw.logging, upstreams))
 }
 
 /// The default config directory: `~/.config/mcp-bridge` (the seed's contract, on every OS).
@@ -371,12 +395,17 @@ pub fn load(
         .map(PathBuf::from)
         .unwrap_or_else(|| default_config_dir(var("HOME")));
     let file = config_dir.join(CONFIG_FILE_NAME);
-    let (server, mut upstreams, config_file) = match read_file(&file) {
+    let (server, logging, mut upstreams, config_file) = match read_file(&file) {
         Ok(Some(src)) => {
-            let (s, u) = parse_file(&file, &src)?;
-            (s, u, Some(file))
+            let (s, l, u) = parse_file(&file, &src)?;
+            (s, l, u, Some(file))
         }
-        Ok(None) => (ServerSettings::default(), Vec::new(), None),
+        Ok(None) => (
+            ServerSettings::default(),
+            LoggingSettings::default(),
+            Vec::new(),
+            None,
+        ),
         Err(source) => return Err(ConfigError::Read { file, source }),
     };
     let port = match var("MCP_BRIDGE_PORT") {
@@ -433,6 +462,8 @@ pub fn load(
         config_dir,
         config_file,
         server,
+        logging,
+        log_path: var("MCP_BRIDGE_LOG_PATH").map(PathBuf::from),
         upstreams,
     })
 }

@@ -162,6 +162,8 @@ impl BridgeBuilder {
             .env("HOME", &dir)
             .env("MCP_BRIDGE_CONFIG_DIR", &dir)
             .env("MCP_BRIDGE_PORT", "0")
+            .env("MCP_BRIDGE_LOG_STDERR", "1")
+            .env("MCP_BRIDGE_LOG_PATH", dir.join("mcp-bridge.log"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -734,6 +736,8 @@ impl AgentProc {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("MCP_BRIDGE_CONFIG_DIR", dir)
+            .env("MCP_BRIDGE_LOG_STDERR", "1")
+            .env("MCP_BRIDGE_LOG_PATH", dir.join("mcp-bridge.log"))
             .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);

@@ -30,6 +30,8 @@ fn spawn_agent(dir: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
         .env_clear()
         .env("MCP_BRIDGE_CONFIG_DIR", dir)
         .env("MCP_BRIDGE_OVERSEER_URL", "https://mcp.example.com/mcp")
+        .env("MCP_BRIDGE_LOG_STDERR", "1")
+        .env("MCP_BRIDGE_LOG_PATH", dir.join("mcp-bridge.log"))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
