@@ -125,6 +125,39 @@ pub fn default_path(
     }
 }
 
+/// Sets up `tracing` for a daemon: the rotating file at `path` (if it can be opened), plus
+/// stderr when it is a terminal or `MCP_BRIDGE_LOG_STDERR=1`. Levels from `RUST_LOG`, default
+/// `info`. Returns where the file logs go, or why they do not.
+pub fn init(path: &Path, max_bytes: u64, keep: usize) -> Result<PathBuf, String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let to_stderr = std::io::stderr().is_terminal()
+        || std::env::var("MCP_BRIDGE_LOG_STDERR").is_ok_and(|v| v == "1");
+    let file = RotatingFile::open(path, max_bytes, keep);
+    let (writer, result) = match (file, to_stderr) {
+        (Ok(f), true) => (
+            BoxMakeWriter::new(f.and(std::io::stderr)),
+            Ok(path.to_path_buf()),
+        ),
+        (Ok(f), false) => (BoxMakeWriter::new(f), Ok(path.to_path_buf())),
+        (Err(e), _) => (
+            BoxMakeWriter::new(std::io::stderr),
+            Err(format!(
+                "cannot open the log file {}: {e}; logging to stderr",
+                path.display()
+            )),
+        ),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init();
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,37 +206,4 @@ mod tests {
             );
         }
     }
-}
-
-/// Sets up `tracing` for a daemon: the rotating file at `path` (if it can be opened), plus
-/// stderr when it is a terminal or `MCP_BRIDGE_LOG_STDERR=1`. Levels from `RUST_LOG`, default
-/// `info`. Returns where the file logs go, or why they do not.
-pub fn init(path: &Path, max_bytes: u64, keep: usize) -> Result<PathBuf, String> {
-    use std::io::IsTerminal;
-    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let to_stderr = std::io::stderr().is_terminal()
-        || std::env::var("MCP_BRIDGE_LOG_STDERR").is_ok_and(|v| v == "1");
-    let file = RotatingFile::open(path, max_bytes, keep);
-    let (writer, result) = match (file, to_stderr) {
-        (Ok(f), true) => (
-            BoxMakeWriter::new(f.and(std::io::stderr)),
-            Ok(path.to_path_buf()),
-        ),
-        (Ok(f), false) => (BoxMakeWriter::new(f), Ok(path.to_path_buf())),
-        (Err(e), _) => (
-            BoxMakeWriter::new(std::io::stderr),
-            Err(format!(
-                "cannot open the log file {}: {e}; logging to stderr",
-                path.display()
-            )),
-        ),
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(false)
-        .try_init();
-    result
 }
