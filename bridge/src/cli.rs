@@ -29,6 +29,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check configuration, port, agent, upstreams, logins and the log directory.
+    Doctor,
+    /// Install, remove or print the launchd agents (macOS) or systemd user units (Linux) of
+    /// both daemons.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+        /// Which service manager to write for (default: this machine's).
+        #[arg(long, value_enum, global = true)]
+        platform: Option<crate::service::Platform>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Print the `mcpServers` entry for Claude Desktop's claude_desktop_config.json, with this
     /// machine's path to mcp-bridge-shim.
     DesktopConfig,
@@ -37,11 +53,55 @@ enum Command {
     DemoUpstream,
 }
 
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Write the service files and start both services (idempotent).
+    Install,
+    /// Stop both services and remove their files.
+    Uninstall,
+    /// Print the service files without touching the system.
+    Print,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Convert a claude_desktop_config.json (or any `mcpServers` JSON) into config.toml.
+    Import {
+        path: std::path::PathBuf,
+        /// Replace an existing config.toml.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::DemoUpstream => crate::demo::serve_stdio().context("demo upstream"),
         Command::DesktopConfig => desktop_config(),
+        Command::Doctor => runtime().and_then(|rt| {
+            let failures = rt.block_on(crate::doctor::run());
+            if failures == 0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{failures} check(s) failed"))
+            }
+        }),
+        Command::Service { action, platform } => load_config().and_then(|config| {
+            let platform = platform.unwrap_or_else(crate::service::Platform::current);
+            let paths = crate::service::paths(&config)?;
+            match action {
+                ServiceAction::Print => {
+                    crate::service::print(platform, &paths);
+                    Ok(())
+                }
+                ServiceAction::Install => crate::service::install(platform, &paths),
+                ServiceAction::Uninstall => crate::service::uninstall(platform, &paths),
+            }
+        }),
+        Command::Config {
+            action: ConfigAction::Import { path, force },
+        } => load_config().and_then(|c| crate::import::run(&path, &c.config_dir, force)),
         Command::Serve => runtime().and_then(|rt| rt.block_on(serve())),
         Command::Status { json } => runtime().and_then(|rt| rt.block_on(status(json))),
     };
@@ -204,6 +264,15 @@ async fn status(json: bool) -> anyhow::Result<()> {
         body["tools"],
         body["sessions"]
     );
+    if let Some(agent) = body.get("agent") {
+        match agent["reachable"].as_bool() {
+            Some(true) => println!("credential agent: reachable"),
+            _ => println!(
+                "credential agent: NOT reachable ({})",
+                agent["error"].as_str().unwrap_or("?")
+            ),
+        }
+    }
     println!(
         "{:<20} {:<6} {:<13} {:>5}  LAST ERROR",
         "UPSTREAM", "KIND", "STATE", "TOOLS"

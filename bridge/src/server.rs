@@ -623,7 +623,29 @@ fn url_pairs(query: &str) -> std::collections::HashMap<String, String> {
 }
 
 async fn status(State(bridge): State<Arc<Bridge>>) -> Response {
-    axum::Json(status_json(&bridge)).into_response()
+    let mut v = status_json(&bridge);
+    // The agent matters only when some upstream logs in through it.
+    let needs_agent = bridge
+        .registry
+        .upstreams()
+        .iter()
+        .any(|u| u.transport == "http");
+    if needs_agent {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            bridge.registry.agent.request(proto::Request::Status),
+        )
+        .await;
+        v["agent"] = match answer {
+            Ok(Ok(proto::Response::Status { upstreams })) => {
+                json!({ "reachable": true, "logins": upstreams.iter().map(|u| json!({"name": u.name, "logged_in": u.logged_in})).collect::<Vec<_>>() })
+            }
+            Ok(Ok(_)) => json!({ "reachable": true }),
+            Ok(Err(e)) => json!({ "reachable": false, "error": e.to_string() }),
+            Err(_) => json!({ "reachable": false, "error": "no answer within 1 s" }),
+        };
+    }
+    axum::Json(v).into_response()
 }
 
 pub fn status_json(bridge: &Bridge) -> Value {

@@ -43,3 +43,8 @@ pub fn signal_group(pid: u32, signal: i32) {
 }
 
 pub use libc::{SIGKILL, SIGTERM};
+
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    unsafe { libc::geteuid() }
+}

@@ -1,0 +1,269 @@
+//! `mcp-bridge doctor`: checks what usually goes wrong, each failure with its fix.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use proto::config::{Auth, AuthKind, Config, Transport};
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn ok(&self, what: impl std::fmt::Display) {
+        println!("ok    {what}");
+    }
+
+    fn fail(&mut self, what: impl std::fmt::Display, fix: impl std::fmt::Display) {
+        self.failures += 1;
+        println!("FAIL  {what}\n      fix: {fix}");
+    }
+}
+
+fn on_path(command: &str) -> bool {
+    let p = Path::new(command);
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        return executable(p);
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(command))))
+}
+
+/// Runs every check; returns the number of failures.
+pub async fn run() -> usize {
+    let mut r = Report { failures: 0 };
+    let config = match crate::cli::load_config() {
+        Ok(c) => {
+            match &c.config_file {
+                Some(f) => r.ok(format!(
+                    "configuration {} parses ({} upstreams)",
+                    f.display(),
+                    c.upstreams.len()
+                )),
+                None => r.ok(format!(
+                    "no {} (the demo upstream is served)",
+                    c.config_dir.join(proto::config::CONFIG_FILE_NAME).display()
+                )),
+            }
+            c
+        }
+        Err(e) => {
+            r.fail(
+                format!("configuration: {e}"),
+                "correct the file at the line named above",
+            );
+            return r.failures;
+        }
+    };
+    check_port(&mut r, &config).await;
+    let oauth: Vec<&str> = config
+        .upstreams
+        .iter()
+        .filter(|u| {
+            matches!(
+                u.transport,
+                Transport::Http {
+                    auth: Auth::Named(AuthKind::Oauth),
+                    ..
+                }
+            )
+        })
+        .map(|u| u.name.as_str())
+        .collect();
+    let logged_in = check_agent(&mut r, &config, !oauth.is_empty()).await;
+    for u in &config.upstreams {
+        match &u.transport {
+            Transport::Stdio { command, .. } => {
+                if on_path(command) {
+                    r.ok(format!("upstream {}: `{command}` is executable", u.name));
+                } else {
+                    r.fail(format!("upstream {}: `{command}` is not found or not executable", u.name), "install it, or fix `command` in config.toml (an absolute path avoids PATH differences under launchd/systemd)");
+                }
+            }
+            Transport::Http { url, .. } => check_url(&mut r, &u.name, url).await,
+        }
+    }
+    for name in oauth {
+        match logged_in
+            .as_ref()
+            .map(|l| l.iter().find(|(n, _)| n == name).map(|(_, ok)| *ok))
+        {
+            Some(Some(true)) => r.ok(format!("upstream {name}: logged in")),
+            Some(_) => r.fail(
+                format!("upstream {name}: not logged in"),
+                format!("run `mcp-cred-agent login {name}`"),
+            ),
+            None => r.fail(
+                format!("upstream {name}: login state unknown (agent unreachable)"),
+                "start the agent first",
+            ),
+        }
+    }
+    check_logs(&mut r, &config);
+    println!(
+        "{}",
+        if r.failures == 0 {
+            "all checks passed".to_owned()
+        } else {
+            format!("{} check(s) failed", r.failures)
+        }
+    );
+    r.failures
+}
+
+async fn check_port(r: &mut Report, c: &Config) {
+    let host = if c.host.contains(':') {
+        format!("[{}]", c.host)
+    } else {
+        c.host.clone()
+    };
+    let health = format!("http://{host}:{}/healthz", c.port);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    if let Ok(resp) = client.get(&health).send().await
+        && resp.status().is_success()
+    {
+        r.ok(format!("mcp-bridge is running on {host}:{}", c.port));
+        return;
+    }
+    match std::net::TcpListener::bind((c.host.as_str(), c.port)) {
+        Ok(_) => r.ok(format!(
+            "port {host}:{} is free (the bridge is not running)",
+            c.port
+        )),
+        Err(e) => r.fail(
+            format!("port {host}:{} is taken by another program ({e})", c.port),
+            "stop that program or set MCP_BRIDGE_PORT to a free port",
+        ),
+    }
+}
+
+/// Returns each OAuth upstream's login state, if the agent answered.
+async fn check_agent(r: &mut Report, c: &Config, needed: bool) -> Option<Vec<(String, bool)>> {
+    let path = crate::registry::agent_socket(c);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(_) if !needed => {
+            r.ok("no OAuth upstreams: the credential agent is not needed");
+            return None;
+        }
+        Err(_) => {
+            r.fail(
+                format!("credential agent socket {} does not exist", path.display()),
+                "start `mcp-cred-agent serve` (or `mcp-bridge service install`)",
+            );
+            return None;
+        }
+    };
+    if meta.uid() != crate::sys::effective_uid() {
+        r.fail(
+            format!(
+                "agent socket {} belongs to uid {}",
+                path.display(),
+                meta.uid()
+            ),
+            "remove it and start the agent as yourself",
+        );
+        return None;
+    }
+    let client = crate::agent_client::AgentClient::new(path.clone());
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        client.request(proto::Request::Status),
+    )
+    .await
+    {
+        Ok(Ok(proto::Response::Status { upstreams })) => {
+            r.ok(format!("credential agent answers on {}", path.display()));
+            Some(
+                upstreams
+                    .into_iter()
+                    .map(|u| (u.name, u.logged_in))
+                    .collect(),
+            )
+        }
+        Ok(Ok(other)) => {
+            r.fail(format!("agent answered {other:?}"), "restart the agent");
+            None
+        }
+        Ok(Err(e)) => {
+            r.fail(
+                format!("credential agent: {e}"),
+                "start `mcp-cred-agent serve`; a stale socket is replaced at start",
+            );
+            None
+        }
+        Err(_) => {
+            r.fail(
+                "credential agent did not answer within 3 s",
+                "restart the agent",
+            );
+            None
+        }
+    }
+}
+
+async fn check_url(r: &mut Report, name: &str, url: &str) {
+    let Ok(u) = url::Url::parse(url) else {
+        r.fail(
+            format!("upstream {name}: {url:?} is not a URL"),
+            "fix `url` in config.toml",
+        );
+        return;
+    };
+    let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) else {
+        r.fail(
+            format!("upstream {name}: {url} has no host"),
+            "fix `url` in config.toml",
+        );
+        return;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => r.ok(format!("upstream {name}: {host}:{port} is reachable")),
+        Ok(Err(e)) => r.fail(
+            format!("upstream {name}: cannot connect to {host}:{port} ({e})"),
+            "check the URL and the network",
+        ),
+        Err(_) => r.fail(
+            format!("upstream {name}: {host}:{port} did not answer within 3 s"),
+            "check the URL, the network, a proxy or VPN",
+        ),
+    }
+}
+
+fn check_logs(r: &mut Report, c: &Config) {
+    let var = |k: &str| std::env::var(k).ok();
+    let path = logfile::default_path(
+        c.log_path.as_deref().and_then(|p| p.to_str()),
+        var("HOME").as_deref(),
+        var("XDG_STATE_HOME").as_deref(),
+        "mcp-bridge.log",
+    );
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".mcp-bridge-doctor-{}", std::process::id()));
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => r.ok(format!("log directory {} is writable", dir.display())),
+        Err(e) => r.fail(
+            format!("log directory {} is not writable ({e})", dir.display()),
+            "fix its permissions or set MCP_BRIDGE_LOG_PATH",
+        ),
+    }
+}
