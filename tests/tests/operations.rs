@@ -30,7 +30,7 @@ async fn status_shows_one_upstream_up_and_one_down() {
         async || {
             let s = b.status().await;
             let ups = s["upstreams"].as_array()?;
-            let st = |n: &str| ups.iter().find(|u| u["name"] == n).map(|u| u.clone());
+            let st = |n: &str| ups.iter().find(|u| u["name"] == n).cloned();
             (st("alpha")?["state"] == "ready" && st("broken")?["failures"].as_u64()? >= 1)
                 .then_some(())
         },
