@@ -403,7 +403,7 @@ impl Upstream {
     }
 
     /// Seeds the lists from the warm cache (before any connection).
-    pub(crate) fn seed_lists(&self, lists: Lists) {
+    pub fn seed_lists(&self, lists: Lists) {
         if !self.has_live_lists() {
             self.modify_lists(|l| *l = lists);
         }
