@@ -30,15 +30,21 @@ async fn direct_server() -> anyhow::Result<()> {
     use axum::http::HeaderMap;
     use axum::response::IntoResponse;
     async fn post(headers: HeaderMap, body: String) -> axum::response::Response {
-        let Ok(msg) = serde_json::from_str::<Value>(&body) else { return axum::http::StatusCode::BAD_REQUEST.into_response() };
-        let Some(id) = msg.get("id").cloned() else { return axum::http::StatusCode::ACCEPTED.into_response() };
+        let Ok(msg) = serde_json::from_str::<Value>(&body) else {
+            return axum::http::StatusCode::BAD_REQUEST.into_response();
+        };
+        let Some(id) = msg.get("id").cloned() else {
+            return axum::http::StatusCode::ACCEPTED.into_response();
+        };
         let result = match msg["method"].as_str().unwrap_or("") {
             "initialize" => {
                 let r = json!({"jsonrpc":"2.0","id":id,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"direct","version":"1"}}});
                 return ([("mcp-session-id", "direct-session")], axum::Json(r)).into_response();
             }
             "tools/list" => json!({"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}),
-            "tools/call" => json!({"content":[{"type":"text","text": msg["params"]["arguments"]["message"]}]}),
+            "tools/call" => {
+                json!({"content":[{"type":"text","text": msg["params"]["arguments"]["message"]}]})
+            }
             _ => json!({}),
         };
         let _ = headers;
@@ -65,7 +71,11 @@ impl Drop for Proc {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -73,9 +83,15 @@ fn tree_rss_kib(root: u32) -> u64 {
     let mut total = rss_kib(root);
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid: u32 = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+            let ppid: u32 = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0);
             if ppid == root {
                 total += tree_rss_kib(pid);
             }
@@ -102,13 +118,18 @@ fn start_bridge(dir: &Path, config: &str) -> anyhow::Result<(Proc, String)> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(url) = line.split("listening on ").nth(1) {
                 let _ = tx.send(url.trim().to_owned());
             }
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(20)).context("the bridge did not start")?;
+    let url = rx
+        .recv_timeout(Duration::from_secs(20))
+        .context("the bridge did not start")?;
     Ok((Proc(child), url))
 }
 
@@ -129,9 +150,18 @@ impl Mcp {
             .body(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp-bench","version":"1"}}}).to_string())
             .send()
             .await?;
-        let session = r.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let session = r
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let _ = r.bytes().await?;
-        Ok(Self { http: http.clone(), url: url.to_owned(), session })
+        Ok(Self {
+            http: http.clone(),
+            url: url.to_owned(),
+            session,
+        })
     }
 
     async fn call(&self, id: u64, method: &str, params: Value) -> anyhow::Result<String> {
@@ -170,7 +200,9 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 /// `concurrency` workers calling the echo tool for `secs` seconds after a one-second warm-up.
 async fn load(url: &str, tool: &str, concurrency: usize, secs: f64) -> anyhow::Result<Load> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
     let client = Arc::new(Mcp::connect(&http, url).await?);
     let next = Arc::new(AtomicU64::new(1));
     let errors = Arc::new(AtomicU64::new(0));
@@ -178,7 +210,12 @@ async fn load(url: &str, tool: &str, concurrency: usize, secs: f64) -> anyhow::R
     let end = warm_end + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, next, errors, tool) = (client.clone(), next.clone(), errors.clone(), tool.to_owned());
+        let (client, next, errors, tool) = (
+            client.clone(),
+            next.clone(),
+            errors.clone(),
+            tool.to_owned(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -188,7 +225,14 @@ async fn load(url: &str, tool: &str, concurrency: usize, secs: f64) -> anyhow::R
                 }
                 let id = next.fetch_add(1, Ordering::Relaxed);
                 let msg = format!("m{id}");
-                let ok = match client.call(id, "tools/call", json!({"name": tool, "arguments": {"message": msg}})).await {
+                let ok = match client
+                    .call(
+                        id,
+                        "tools/call",
+                        json!({"name": tool, "arguments": {"message": msg}}),
+                    )
+                    .await
+                {
                     Ok(body) => body.contains(&msg) && !body.contains("\"isError\":true"),
                     Err(_) => false,
                 };
@@ -208,24 +252,38 @@ async fn load(url: &str, tool: &str, concurrency: usize, secs: f64) -> anyhow::R
         all.extend(t.await?);
     }
     all.sort_unstable();
-    Ok(Load { per_sec: all.len() as f64 / secs, p50_us: percentile(&all, 0.5), p99_us: percentile(&all, 0.99), errors: errors.load(Ordering::Relaxed) })
+    Ok(Load {
+        per_sec: all.len() as f64 / secs,
+        p50_us: percentile(&all, 0.5),
+        p99_us: percentile(&all, 0.99),
+        errors: errors.load(Ordering::Relaxed),
+    })
 }
 
 fn fixture_entry(name: &str, prefix: &str, args: &[&str]) -> String {
     let mut a = vec!["--name".to_owned(), name.to_owned()];
     a.extend(args.iter().map(|s| (*s).to_owned()));
-    format!("[[upstream]]\nname = {name:?}\nprefix = {prefix:?}\ncommand = {:?}\nargs = {a:?}\nping_interval_secs = 0\n\n", bin("fixture-stdio").display().to_string())
+    format!(
+        "[[upstream]]\nname = {name:?}\nprefix = {prefix:?}\ncommand = {:?}\nargs = {a:?}\nping_interval_secs = 0\n\n",
+        bin("fixture-stdio").display().to_string()
+    )
 }
 
 async fn wait_ready(url: &str, count: usize, tools: usize) -> anyhow::Result<()> {
-    let status = url.rsplit_once('/').map(|(b, _)| format!("{b}/status")).unwrap_or_default();
+    let status = url
+        .rsplit_once('/')
+        .map(|(b, _)| format!("{b}/status"))
+        .unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if let Ok(r) = reqwest::get(&status).await
             && let Ok(v) = r.json::<Value>().await
         {
             let ups = v["upstreams"].as_array().cloned().unwrap_or_default();
-            if ups.len() == count && ups.iter().all(|u| u["state"] == "ready") && v["tools"].as_u64() == Some(tools as u64) {
+            if ups.len() == count
+                && ups.iter().all(|u| u["state"] == "ready")
+                && v["tools"].as_u64() == Some(tools as u64)
+            {
                 return Ok(());
             }
         }
@@ -246,10 +304,32 @@ impl Report {
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())).unwrap_or(0) / 1024 / 1024;
-    format!("{cores} cores ({cpu}), {mem} GiB, {} {}", std::env::consts::OS, std::env::consts::ARCH)
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+        / 1024;
+    format!(
+        "{cores} cores ({cpu}), {mem} GiB, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
 
 async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
@@ -258,7 +338,10 @@ async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
     let mut r = Report { rows: Vec::new() };
 
     // Direct server.
-    let mut direct = Command::new(std::env::current_exe()?).arg("direct-server").stdout(Stdio::piped()).spawn()?;
+    let mut direct = Command::new(std::env::current_exe()?)
+        .arg("direct-server")
+        .stdout(Stdio::piped())
+        .spawn()?;
     let port = {
         use std::io::BufRead;
         let mut line = String::new();
@@ -274,7 +357,12 @@ async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
     let pid = bridge.0.id();
     let http = reqwest::Client::new();
     let warm = Mcp::connect(&http, &bridge_url).await?;
-    warm.call(1, "tools/call", json!({"name":"echo","arguments":{"message":"x"}})).await?;
+    warm.call(
+        1,
+        "tools/call",
+        json!({"name":"echo","arguments":{"message":"x"}}),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kib(pid);
     let idle_tree = tree_rss_kib(pid);
@@ -300,8 +388,19 @@ async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
         let b = load(&bridge_url, "echo", c, secs).await?;
         sampler.0.store(true, Ordering::Relaxed);
         peak = peak.max(sampler.1.join().unwrap_or(0));
-        r.add(&format!("c={c}: direct calls/s, p50/p99"), format!("{:.0}/s, {:.0}/{:.0} µs", d.per_sec, d.p50_us, d.p99_us), "");
-        r.add(&format!("c={c}: through the bridge calls/s, p50/p99"), format!("{:.0}/s, {:.0}/{:.0} µs ({} errors)", b.per_sec, b.p50_us, b.p99_us, b.errors), "");
+        r.add(
+            &format!("c={c}: direct calls/s, p50/p99"),
+            format!("{:.0}/s, {:.0}/{:.0} µs", d.per_sec, d.p50_us, d.p99_us),
+            "",
+        );
+        r.add(
+            &format!("c={c}: through the bridge calls/s, p50/p99"),
+            format!(
+                "{:.0}/s, {:.0}/{:.0} µs ({} errors)",
+                b.per_sec, b.p50_us, b.p99_us, b.errors
+            ),
+            "",
+        );
         if c == 1 {
             c1 = (d, b);
         }
@@ -310,10 +409,30 @@ async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
         }
     }
     let added = c1.1.p50_us - c1.0.p50_us;
-    r.add("added latency at c=1 (p50, bridge − direct)", format!("{:.3} ms", added / 1000.0), "≤ 0.1 ms");
-    r.add("c=16 throughput, bridge ÷ direct", format!("{:.0}%", 100.0 * c16.1.per_sec / c16.0.per_sec.max(1.0)), "≥ 85%");
-    r.add("bridge RSS idle (bridge alone / with its upstream)", format!("{:.1} MiB / {:.1} MiB", idle as f64 / 1024.0, idle_tree as f64 / 1024.0), "≤ 12 MiB");
-    r.add("bridge RSS under load (peak)", format!("{:.1} MiB", peak as f64 / 1024.0), "≤ 40 MiB");
+    r.add(
+        "added latency at c=1 (p50, bridge − direct)",
+        format!("{:.3} ms", added / 1000.0),
+        "≤ 0.1 ms",
+    );
+    r.add(
+        "c=16 throughput, bridge ÷ direct",
+        format!("{:.0}%", 100.0 * c16.1.per_sec / c16.0.per_sec.max(1.0)),
+        "≥ 85%",
+    );
+    r.add(
+        "bridge RSS idle (bridge alone / with its upstream)",
+        format!(
+            "{:.1} MiB / {:.1} MiB",
+            idle as f64 / 1024.0,
+            idle_tree as f64 / 1024.0
+        ),
+        "≤ 12 MiB",
+    );
+    r.add(
+        "bridge RSS under load (peak)",
+        format!("{:.1} MiB", peak as f64 / 1024.0),
+        "≤ 40 MiB",
+    );
     drop(bridge);
     drop(direct);
 
@@ -340,10 +459,22 @@ async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
         samples.push(listed.as_secs_f64() * 1000.0);
     }
     samples.sort_by(f64::total_cmp);
-    r.add("launch → first tools/list (warm cache, upstream 2 s to start), median of 5", format!("{:.1} ms", samples[2]), "< 30 ms");
+    r.add(
+        "launch → first tools/list (warm cache, upstream 2 s to start), median of 5",
+        format!("{:.1} ms", samples[2]),
+        "< 30 ms",
+    );
 
     // 50 upstreams × 100 tools.
-    let many: String = (0..50).map(|i| fixture_entry(&format!("u{i:02}"), &format!("u{i:02}"), &["--extra-tools", "92"])).collect();
+    let many: String = (0..50)
+        .map(|i| {
+            fixture_entry(
+                &format!("u{i:02}"),
+                &format!("u{i:02}"),
+                &["--extra-tools", "92"],
+            )
+        })
+        .collect();
     let (bridge, url) = start_bridge(&work.join("many"), &many)?;
     wait_ready(&url, 50, 5000).await?;
     let c = Mcp::connect(&http, &url).await?;
@@ -356,19 +487,48 @@ async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
         size = body.len();
     }
     lat.sort_unstable();
-    r.add("tools/list, 50 upstreams × 100 tools (p50/p99)", format!("{:.2}/{:.2} ms, {} KiB", percentile(&lat, 0.5) / 1000.0, percentile(&lat, 0.99) / 1000.0, size / 1024), "< 5 ms");
-    r.add("bridge RSS with 50 upstreams (bridge alone)", format!("{:.1} MiB", rss_kib(bridge.0.id()) as f64 / 1024.0), "");
+    r.add(
+        "tools/list, 50 upstreams × 100 tools (p50/p99)",
+        format!(
+            "{:.2}/{:.2} ms, {} KiB",
+            percentile(&lat, 0.5) / 1000.0,
+            percentile(&lat, 0.99) / 1000.0,
+            size / 1024
+        ),
+        "< 5 ms",
+    );
+    r.add(
+        "bridge RSS with 50 upstreams (bridge alone)",
+        format!("{:.1} MiB", rss_kib(bridge.0.id()) as f64 / 1024.0),
+        "",
+    );
     drop(bridge);
 
     // GetToken round trip to the agent (logged in against the fixture authorization server).
     match get_token_bench(&work.join("agent")).await {
-        Ok((p50, p99)) => r.add("GetToken round trip to the agent (p50/p99)", format!("{:.3}/{:.3} ms", p50 / 1000.0, p99 / 1000.0), "< 0.1 ms"),
-        Err(e) => r.add("GetToken round trip to the agent", format!("not measured: {e}"), "< 0.1 ms"),
+        Ok((p50, p99)) => r.add(
+            "GetToken round trip to the agent (p50/p99)",
+            format!("{:.3}/{:.3} ms", p50 / 1000.0, p99 / 1000.0),
+            "< 0.1 ms",
+        ),
+        Err(e) => r.add(
+            "GetToken round trip to the agent",
+            format!("not measured: {e}"),
+            "< 0.1 ms",
+        ),
     }
     let _ = std::fs::remove_dir_all(&work);
 
-    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    let mut md = format!("## mcp-bench, {date}\n\nMachine: {}. Release build; load generator, bridge and upstream share the machine; {secs} s per load level after 1 s warm-up; one MCP session shared by all workers. Direct = an in-repo Rust Streamable-HTTP echo server (the floor); bridge = mcp-bridge with a Rust stdio echo upstream (tests' fixture-stdio).\n\n| measurement | value | budget |\n|---|---|---|\n", machine());
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut md = format!(
+        "## mcp-bench, {date}\n\nMachine: {}. Release build; load generator, bridge and upstream share the machine; {secs} s per load level after 1 s warm-up; one MCP session shared by all workers. Direct = an in-repo Rust Streamable-HTTP echo server (the floor); bridge = mcp-bridge with a Rust stdio echo upstream (tests' fixture-stdio).\n\n| measurement | value | budget |\n|---|---|---|\n",
+        machine()
+    );
     for (w, v, b) in &r.rows {
         md.push_str(&format!("| {w} | {v} | {b} |\n"));
     }
@@ -388,18 +548,30 @@ async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
 async fn get_token_bench(dir: &Path) -> anyhow::Result<(f64, f64)> {
     use futures_util::{SinkExt, StreamExt};
     std::fs::create_dir_all(dir)?;
-    let mut fixture = Command::new(bin("fixture-http")).stderr(Stdio::piped()).spawn().context("fixture-http")?;
+    let mut fixture = Command::new(bin("fixture-http"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("fixture-http")?;
     let base = {
         use std::io::BufRead;
         let mut line = String::new();
         std::io::BufReader::new(fixture.stderr.take().context("stderr")?).read_line(&mut line)?;
-        line.split("listening on ").nth(1).context("fixture-http did not start")?.trim().to_owned()
+        line.split("listening on ")
+            .nth(1)
+            .context("fixture-http did not start")?
+            .trim()
+            .to_owned()
     };
     let _fixture = Proc(fixture);
-    std::fs::write(dir.join("config.toml"), format!("[[upstream]]\nname = \"remote\"\nurl = \"{base}/mcp\"\nauth = \"oauth\"\n"))?;
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("[[upstream]]\nname = \"remote\"\nurl = \"{base}/mcp\"\nauth = \"oauth\"\n"),
+    )?;
     let agent_cmd = || {
         let mut c = Command::new(bin("mcp-cred-agent"));
-        c.env("MCP_BRIDGE_CONFIG_DIR", dir).env("MCP_BRIDGE_LOG_PATH", dir.join("agent.log")).env("RUST_LOG", "warn");
+        c.env("MCP_BRIDGE_CONFIG_DIR", dir)
+            .env("MCP_BRIDGE_LOG_PATH", dir.join("agent.log"))
+            .env("RUST_LOG", "warn");
         c
     };
     let _agent = Proc(agent_cmd().stderr(Stdio::null()).spawn()?);
@@ -408,17 +580,32 @@ async fn get_token_bench(dir: &Path) -> anyhow::Result<(f64, f64)> {
     while !sock.exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let login = agent_cmd().args(["login", "remote", "--no-browser"]).output()?;
+    let login = agent_cmd()
+        .args(["login", "remote", "--no-browser"])
+        .output()?;
     if !login.status.success() {
         bail!("login failed: {}", String::from_utf8_lossy(&login.stderr));
     }
-    let mut f = tokio_util::codec::Framed::new(tokio::net::UnixStream::connect(&sock).await?, proto::codec());
-    f.send(proto::encode(&proto::ClientMessage::Hello { protocol_version: proto::PROTOCOL_VERSION })).await?;
+    let mut f = tokio_util::codec::Framed::new(
+        tokio::net::UnixStream::connect(&sock).await?,
+        proto::codec(),
+    );
+    f.send(proto::encode(&proto::ClientMessage::Hello {
+        protocol_version: proto::PROTOCOL_VERSION,
+    }))
+    .await?;
     f.next().await.context("hello")??;
     let mut lat = Vec::new();
     for id in 0..3000u64 {
         let t = Instant::now();
-        f.send(proto::encode(&proto::ClientMessage::Request { id, request: proto::Request::GetToken { upstream: "remote".into(), min_valid_for_secs: 60 } })).await?;
+        f.send(proto::encode(&proto::ClientMessage::Request {
+            id,
+            request: proto::Request::GetToken {
+                upstream: "remote".into(),
+                min_valid_for_secs: 60,
+            },
+        }))
+        .await?;
         let frame = f.next().await.context("answer")??;
         if id >= 100 {
             lat.push(t.elapsed().as_micros() as u32);
@@ -431,11 +618,22 @@ async fn get_token_bench(dir: &Path) -> anyhow::Result<(f64, f64)> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     if args.first().map(String::as_str) == Some("direct-server") {
         return rt.block_on(direct_server());
     }
-    let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map(PathBuf::from);
-    let secs = args.iter().position(|a| a == "--secs").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let secs = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
     rt.block_on(run(out, secs))
 }

@@ -12,12 +12,25 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 fn valid(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn upstream(name: &str, prefix: &str, tools: &[String]) -> Arc<Upstream> {
-    let u = Upstream::new(name, prefix, "test", Timeouts::default(), Arc::new(tokio::sync::Notify::new()), Arc::new(NoClients));
-    u.seed_lists(Lists { tools: tools.iter().map(|t| json!({"name": t})).collect(), ..Default::default() });
+    let u = Upstream::new(
+        name,
+        prefix,
+        "test",
+        Timeouts::default(),
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(NoClients),
+    );
+    u.seed_lists(Lists {
+        tools: tools.iter().map(|t| json!({"name": t})).collect(),
+        ..Default::default()
+    });
     Arc::new(u)
 }
 
@@ -57,16 +70,26 @@ proptest! {
 
 /// An independent statement of the allowlist, to compare the matcher with.
 fn reference_allows(origin: &str) -> bool {
-    let Some(rest) = origin.strip_prefix("https://") else { return false };
-    let host = rest.strip_suffix(":443").unwrap_or(rest).to_ascii_lowercase();
-    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let Some(rest) = origin.strip_prefix("https://") else {
+        return false;
+    };
+    let host = rest
+        .strip_suffix(":443")
+        .unwrap_or(rest)
+        .to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
     if !host.split('.').all(label_ok) {
         return false;
     }
     if ["claude.ai", "chatgpt.com", "chat.openai.com"].contains(&host.as_str()) {
         return true;
     }
-    ["claudeusercontent.com", "openai.com"].iter().any(|s| host.strip_suffix(s).is_some_and(|p| p.len() > 1 && p.ends_with('.')))
+    ["claudeusercontent.com", "openai.com"].iter().any(|s| {
+        host.strip_suffix(s)
+            .is_some_and(|p| p.len() > 1 && p.ends_with('.'))
+    })
 }
 
 fn host_part() -> impl Strategy<Value = String> {
@@ -128,7 +151,10 @@ async fn responses_never_reach_the_wrong_caller() {
                         rng.shuffle(&mut held);
                         for m in held.drain(..) {
                             let echo = m["params"]["arguments"]["who"].clone();
-                            peer.deliver(&m["id"], json!({"jsonrpc": "2.0", "id": m["id"], "result": {"who": echo}}));
+                            peer.deliver(
+                                &m["id"],
+                                json!({"jsonrpc": "2.0", "id": m["id"], "result": {"who": echo}}),
+                            );
                         }
                     }
                 }
@@ -137,7 +163,13 @@ async fn responses_never_reach_the_wrong_caller() {
         let calls = (0..64).map(|i| {
             let peer = peer.clone();
             async move {
-                let r = peer.call("tools/call", Some(json!({"name": "t", "arguments": {"who": i}})), Duration::from_secs(5)).await;
+                let r = peer
+                    .call(
+                        "tools/call",
+                        Some(json!({"name": "t", "arguments": {"who": i}})),
+                        Duration::from_secs(5),
+                    )
+                    .await;
                 (i, r)
             }
         });
