@@ -76,7 +76,7 @@ pub async fn serve(
         config.server.allow_loopback_origins,
         options.inbound_token,
     )?;
-    let sessions = Arc::new(session::Sessions::default());
+    let sessions = Arc::new(session::Sessions::with_limit(config.server.max_sessions));
     let registry = registry::Registry::start(&config, options.demo_command, sessions.clone());
     let stop = CancellationToken::new();
     let endpoint = format!("http://{local}{}", config.mcp_path);

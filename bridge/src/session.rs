@@ -209,9 +209,15 @@ pub fn parse_event_id(s: &str) -> Option<u64> {
     s.strip_prefix("g-")?.parse().ok()
 }
 
-#[derive(Default)]
 pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
+    max: usize,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::with_limit(10_000)
+    }
 }
 
 /// 256 bits from the OS CSPRNG, hex: visible ASCII as the spec requires, unguessable.
@@ -222,6 +228,13 @@ fn new_session_id() -> Result<String, getrandom::Error> {
 }
 
 impl Sessions {
+    pub fn with_limit(max: usize) -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            max: max.max(1),
+        }
+    }
+
     pub fn create(
         &self,
         protocol_version: String,
@@ -242,10 +255,22 @@ impl Sessions {
             next_event: AtomicU64::new(0),
             replay: Mutex::new(VecDeque::new()),
         });
-        self.map
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(session.id.clone(), session.clone());
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= self.max {
+            // Forget the longest-idle session that has no open stream (or the longest idle).
+            let victim = map
+                .values()
+                .filter(|s| !s.has_open_stream())
+                .max_by_key(|s| s.idle_for())
+                .or_else(|| map.values().max_by_key(|s| s.idle_for()))
+                .map(|s| s.id.clone());
+            if let Some(v) = victim {
+                map.remove(&v);
+                tracing::debug!("session limit reached; forgot the longest-idle session");
+            }
+        }
+        map.insert(session.id.clone(), session.clone());
+        drop(map);
         Ok(session)
     }
 

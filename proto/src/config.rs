@@ -72,6 +72,9 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Sessions idle longer than this are forgotten (their id then answers 404).
     pub session_idle_secs: u64,
+    /// Most client sessions kept; past it the longest-idle session without an open stream is
+    /// forgotten, so abandoned sessions cannot grow memory without bound.
+    pub max_sessions: usize,
 }
 
 impl Default for ServerSettings {
@@ -83,6 +86,7 @@ impl Default for ServerSettings {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout_secs: 120,
             session_idle_secs: 3600,
+            max_sessions: 10_000,
         }
     }
 }

@@ -231,7 +231,23 @@ async fn write_stdin(
             () = close.cancelled() => None,
         };
         let Some(line) = line else { break };
-        if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+        // Under load several messages are queued: write them with one syscall.
+        let result = match rx.try_recv() {
+            Err(_) => stdin.write_all(&line).await,
+            Ok(next) => {
+                let mut batch = Vec::with_capacity(line.len() + next.len() + 256);
+                batch.extend_from_slice(&line);
+                batch.extend_from_slice(&next);
+                while batch.len() < 256 * 1024 {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                stdin.write_all(&batch).await
+            }
+        };
+        if result.is_err() || stdin.flush().await.is_err() {
             break;
         }
     }

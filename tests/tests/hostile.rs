@@ -1,0 +1,89 @@
+//! Hostile input against the bridge: it answers with clear errors and keeps serving.
+
+use mcp_bridge_tests::*;
+use serde_json::json;
+
+async fn still_serving(b: &Bridge) {
+    let c = b.client().await;
+    assert_eq!(c.request("ping", json!({})).await["result"], json!({}));
+}
+
+#[tokio::test]
+async fn deep_nesting_and_invalid_utf8_are_parse_errors() {
+    let b = Bridge::builder()
+        .config(&fixture_entry("alpha", &[]))
+        .start()
+        .await;
+    let c = b.client().await;
+    let deep = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let a = c.post_raw(deep, &[]).await;
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].clone()),
+        (400, json!(-32700))
+    );
+    let a = c.post_raw(vec![b'{', 0xff, 0xfe, b'}'], &[]).await;
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].clone()),
+        (400, json!(-32700))
+    );
+    let a = c.post_raw("", &[]).await;
+    assert_eq!(a.status, 400);
+    still_serving(&b).await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let b = Bridge::builder().start().await;
+    let huge = "x".repeat(1024 * 1024);
+    let r = reqwest::Client::new()
+        .post(&b.url)
+        .header("x-junk", huge)
+        .body("{}")
+        .send()
+        .await;
+    match r {
+        Ok(resp) => assert!(resp.status().is_client_error(), "{}", resp.status()),
+        Err(_) => {} // the server may close the connection instead
+    }
+    still_serving(&b).await;
+}
+
+#[tokio::test]
+async fn abandoned_sessions_stay_bounded() {
+    let b = Bridge::builder()
+        .config("[server]\nmax_sessions = 50\n")
+        .start()
+        .await;
+    let mut last = None;
+    for _ in 0..400 {
+        last = Some(b.client().await);
+    }
+    let s = b.status().await;
+    assert!(s["sessions"].as_u64().unwrap() <= 50, "{s}");
+    // The newest session still works.
+    let c = last.unwrap();
+    assert_eq!(c.request("ping", json!({})).await["result"], json!({}));
+}
+
+#[tokio::test]
+async fn tool_output_cannot_smuggle_sse_events() {
+    let b = Bridge::builder()
+        .config(&fixture_entry("alpha", &[]))
+        .start()
+        .await;
+    b.wait_ready(1).await;
+    let c = b.client().await;
+    let evil = "a\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":99,\"result\":{}}\n\n";
+    // Answered as SSE (the client accepts only event streams).
+    let a = c
+        .post_raw(json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"message": evil}}}).to_string(), &[("accept", "text/event-stream")])
+        .await;
+    let msgs = a.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["id"], 7);
+    assert_eq!(text_of(&msgs[0]), format!("[alpha] {evil}"));
+}
