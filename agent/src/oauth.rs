@@ -257,12 +257,66 @@ async fn authorization_server_metadata(
     )))
 }
 
-/// Dynamic client registration (RFC 7591) as a native public client.
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    None,
+    Basic,
+    Post,
+}
+
+impl AuthMethod {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "client_secret_basic" => Self::Basic,
+            "client_secret_post" => Self::Post,
+            _ => Self::None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Basic => "client_secret_basic",
+            Self::Post => "client_secret_post",
+        }
+    }
+}
+
+/// A client's identity at an authorization server.
+#[derive(Clone)]
+pub struct ClientCreds {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub method: AuthMethod,
+}
+
+impl std::fmt::Debug for ClientCreds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCreds")
+            .field("client_id", &self.client_id)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCreds {
+    pub fn public(client_id: &str) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            client_secret: None,
+            method: AuthMethod::None,
+        }
+    }
+}
+
+/// Dynamic client registration (RFC 7591) as a native client. The server may answer with a
+/// secret and a token endpoint auth method; both are kept.
 pub async fn register(
     http: &reqwest::Client,
     endpoint: &str,
     redirect_uri: &str,
-) -> Result<String, OAuthError> {
+) -> Result<ClientCreds, OAuthError> {
     let body = json!({
         "client_name": "mcp-bridge",
         "redirect_uris": [redirect_uri],
@@ -287,10 +341,22 @@ pub async fn register(
             "dynamic registration at {endpoint} refused ({status}): {v}"
         )));
     }
-    v["client_id"]
+    let client_id = v["client_id"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| OAuthError::Protocol("registration answer has no client_id".into()))
+        .ok_or_else(|| OAuthError::Protocol("registration answer has no client_id".into()))?;
+    let client_secret = v["client_secret"].as_str().map(str::to_owned);
+    let method = match v["token_endpoint_auth_method"].as_str() {
+        Some(m) => AuthMethod::parse(m),
+        // RFC 7591: the default is client_secret_basic when a secret is issued.
+        None if client_secret.is_some() => AuthMethod::Basic,
+        None => AuthMethod::None,
+    };
+    Ok(ClientCreds {
+        client_id,
+        client_secret,
+        method,
+    })
 }
 
 /// A login in progress: what the token request will need after consent.
@@ -430,7 +496,7 @@ fn tokens(r: oauth2::basic::BasicTokenResponse) -> Tokens {
 }
 
 fn client(
-    client_id: &str,
+    creds: &ClientCreds,
     token_endpoint: &str,
 ) -> Result<
     BasicClient<
@@ -444,13 +510,22 @@ fn client(
 > {
     let token_url = TokenUrl::new(token_endpoint.to_owned())
         .map_err(|e| OAuthError::Discovery(format!("bad token_endpoint: {e}")))?;
-    Ok(BasicClient::new(ClientId::new(client_id.to_owned())).set_token_uri(token_url))
+    let mut c = BasicClient::new(ClientId::new(creds.client_id.clone())).set_token_uri(token_url);
+    if let Some(secret) = &creds.client_secret {
+        c = c.set_client_secret(oauth2::ClientSecret::new(secret.clone()));
+        c = c.set_auth_type(if creds.method == AuthMethod::Post {
+            oauth2::AuthType::RequestBody
+        } else {
+            oauth2::AuthType::BasicAuth
+        });
+    }
+    Ok(c)
 }
 
 /// Exchanges an authorization code (with the PKCE verifier) for tokens.
 pub async fn exchange_code(
     http: &reqwest::Client,
-    client_id: &str,
+    creds: &ClientCreds,
     token_endpoint: &str,
     code: &str,
     verifier: PkceCodeVerifier,
@@ -459,7 +534,7 @@ pub async fn exchange_code(
 ) -> Result<Tokens, OAuthError> {
     let redirect = oauth2::RedirectUrl::new(redirect_uri.to_owned())
         .map_err(|e| OAuthError::Protocol(e.to_string()))?;
-    let c = client(client_id, token_endpoint)?.set_redirect_uri(redirect);
+    let c = client(creds, token_endpoint)?.set_redirect_uri(redirect);
     let mut req = c
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .set_pkce_verifier(verifier);
@@ -475,12 +550,12 @@ pub async fn exchange_code(
 /// Uses a refresh token.
 pub async fn refresh(
     http: &reqwest::Client,
-    client_id: &str,
+    creds: &ClientCreds,
     token_endpoint: &str,
     refresh_token: &str,
     resource: Option<&str>,
 ) -> Result<Tokens, OAuthError> {
-    let c = client(client_id, token_endpoint)?;
+    let c = client(creds, token_endpoint)?;
     let rt = RefreshToken::new(refresh_token.to_owned());
     let mut req = c.exchange_refresh_token(&rt);
     if let Some(r) = resource {

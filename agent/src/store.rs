@@ -48,6 +48,11 @@ impl Drop for Secret {
 pub struct Client {
     pub client_id: String,
     pub redirect_uri: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Token endpoint auth method (`none`, `client_secret_basic`, `client_secret_post`).
+    #[serde(default)]
+    pub auth_method: Option<String>,
 }
 
 /// Everything the agent knows about one upstream's login.
@@ -61,6 +66,10 @@ pub struct Login {
     #[serde(default)]
     pub resource: Option<String>,
     pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub auth_method: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
     #[serde(default)]

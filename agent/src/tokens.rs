@@ -37,7 +37,7 @@ struct PendingLogin {
     upstream: String,
     verifier: oauth2::PkceCodeVerifier,
     discovered: Discovered,
-    client_id: String,
+    creds: oauth::ClientCreds,
 }
 
 pub struct Agent {
@@ -51,6 +51,14 @@ pub struct Agent {
     pending: Mutex<HashMap<String, PendingLogin>>,
     /// Bumped when a login changes, to wake the background refreshers.
     changed: watch::Sender<u64>,
+}
+
+fn creds_of(l: &store::Login) -> oauth::ClientCreds {
+    oauth::ClientCreds {
+        client_id: l.client_id.clone(),
+        client_secret: l.client_secret.as_ref().map(|s| s.expose().to_owned()),
+        method: oauth::AuthMethod::parse(l.auth_method.as_deref().unwrap_or("none")),
+    }
 }
 
 fn fingerprint_of(l: &store::Login) -> Option<String> {
@@ -237,7 +245,7 @@ impl Agent {
             });
         };
         let _flight = lock.lock().await;
-        let (rt, client_id, token_endpoint, resource) = {
+        let (rt, creds, token_endpoint, resource) = {
             let st = self.state.lock().await;
             let Some(login) = st.upstreams.get(upstream) else {
                 return Err(needs_login(upstream));
@@ -256,14 +264,14 @@ impl Agent {
             };
             (
                 rt,
-                login.client_id.clone(),
+                creds_of(login),
                 login.token_endpoint.clone(),
                 login.resource.clone(),
             )
         };
         let result = oauth::refresh(
             &self.http,
-            &client_id,
+            &creds,
             &token_endpoint,
             rt.expose(),
             resource.as_deref(),
@@ -329,16 +337,20 @@ impl Agent {
         let d = oauth::discover(&self.http, &cfg.url, &cfg.scopes)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let client_id = match cfg.client_id.clone() {
-            Some(id) => id,
+        let creds = match cfg.client_id.as_deref() {
+            Some(id) => oauth::ClientCreds::public(id),
             None => self
                 .client_for(&d)
                 .await
                 .map_err(|e| failed(e.to_string()))?,
         };
-        let pending =
-            oauth::authorization_request(&d, &client_id, &self.redirect_uri, cfg.send_resource)
-                .map_err(|e| failed(e.to_string()))?;
+        let pending = oauth::authorization_request(
+            &d,
+            &creds.client_id,
+            &self.redirect_uri,
+            cfg.send_resource,
+        )
+        .map_err(|e| failed(e.to_string()))?;
         let outcome = consent::headless(
             &self.http,
             &pending.authorization_url,
@@ -358,7 +370,7 @@ impl Agent {
                     upstream: upstream.to_owned(),
                     verifier: pending.verifier,
                     discovered: d,
-                    client_id,
+                    creds,
                 },
             );
         match outcome {
@@ -383,7 +395,7 @@ impl Agent {
     }
 
     /// The client id for this authorization server: kept per issuer, else registered.
-    async fn client_for(&self, d: &Discovered) -> Result<String, OAuthError> {
+    async fn client_for(&self, d: &Discovered) -> Result<oauth::ClientCreds, OAuthError> {
         if let Some(c) = self
             .state
             .lock()
@@ -392,7 +404,11 @@ impl Agent {
             .get(&d.issuer)
             .filter(|c| c.redirect_uri == self.redirect_uri)
         {
-            return Ok(c.client_id.clone());
+            return Ok(oauth::ClientCreds {
+                client_id: c.client_id.clone(),
+                client_secret: c.client_secret.as_ref().map(|s| s.expose().to_owned()),
+                method: oauth::AuthMethod::parse(c.auth_method.as_deref().unwrap_or("none")),
+            });
         }
         let Some(endpoint) = &d.registration_endpoint else {
             return Err(OAuthError::Discovery(format!(
@@ -400,19 +416,21 @@ impl Agent {
                 d.issuer
             )));
         };
-        let id = oauth::register(&self.http, endpoint, &self.redirect_uri).await?;
+        let creds = oauth::register(&self.http, endpoint, &self.redirect_uri).await?;
         let mut st = self.state.lock().await;
         st.clients.insert(
             d.issuer.clone(),
             store::Client {
-                client_id: id.clone(),
+                client_id: creds.client_id.clone(),
                 redirect_uri: self.redirect_uri.clone(),
+                client_secret: creds.client_secret.clone().map(Secret::new),
+                auth_method: Some(creds.method.as_str().to_owned()),
             },
         );
         if let Err(e) = self.store.save(&st) {
             tracing::error!(error = %e, "cannot write the token store");
         }
-        Ok(id)
+        Ok(creds)
     }
 
     async fn complete_login(
@@ -461,7 +479,7 @@ impl Agent {
         let resource = cfg.send_resource.then(|| p.discovered.resource.clone());
         let t = oauth::exchange_code(
             &self.http,
-            &p.client_id,
+            &p.creds,
             &p.discovered.token_endpoint,
             &code,
             p.verifier,
@@ -476,7 +494,9 @@ impl Agent {
             token_endpoint: p.discovered.token_endpoint.clone(),
             revocation_endpoint: p.discovered.revocation_endpoint.clone(),
             resource,
-            client_id: p.client_id.clone(),
+            client_id: p.creds.client_id.clone(),
+            client_secret: p.creds.client_secret.clone().map(Secret::new),
+            auth_method: Some(p.creds.method.as_str().to_owned()),
             scopes: t.scopes.unwrap_or_else(|| p.discovered.scopes.clone()),
             access_token: Some(Secret::new(t.access_token)),
             issued_at: at,

@@ -45,9 +45,9 @@ async fn oversized_headers_are_refused() {
         .body("{}")
         .send()
         .await;
-    match r {
-        Ok(resp) => assert!(resp.status().is_client_error(), "{}", resp.status()),
-        Err(_) => {} // the server may close the connection instead
+    // The server may also close the connection instead of answering.
+    if let Ok(resp) = r {
+        assert!(resp.status().is_client_error(), "{}", resp.status());
     }
     still_serving(&b).await;
 }

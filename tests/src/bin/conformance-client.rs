@@ -1,0 +1,235 @@
+//! A client command for the MCP conformance suite's client scenarios, built on the credential
+//! agent's OAuth code (discovery, registration, PKCE, headless consent, token requests):
+//! `conformance-client <server-url>`. It initializes, lists tools and calls the first tool,
+//! authorizing when the server answers 401 and stepping up on 403 `insufficient_scope`.
+
+use std::time::Duration;
+
+use mcp_cred_agent::consent::{self, OwnerPassword};
+use mcp_cred_agent::oauth::{self, AuthMethod, ClientCreds};
+use serde_json::{Value, json};
+
+const REDIRECT: &str = "http://localhost:3000/callback";
+
+struct Session {
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+    session: Option<String>,
+    version: Option<String>,
+}
+
+enum Answer {
+    Ok(Value),
+    Unauthorized(oauth::Challenge),
+    Forbidden(oauth::Challenge),
+    Status(u16),
+}
+
+impl Session {
+    async fn post(&mut self, msg: &Value) -> anyhow::Result<Answer> {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        if let Some(v) = &self.version {
+            req = req.header("mcp-protocol-version", v);
+        }
+        let resp = req.body(msg.to_string()).send().await?;
+        let challenge = || {
+            resp.headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(oauth::parse_challenge)
+                .unwrap_or_default()
+        };
+        match resp.status().as_u16() {
+            401 => return Ok(Answer::Unauthorized(challenge())),
+            403 => return Ok(Answer::Forbidden(challenge())),
+            s if !(200..300).contains(&s) => return Ok(Answer::Status(s)),
+            _ => {}
+        }
+        if let Some(s) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.session = Some(s.to_owned());
+        }
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        let text = resp.text().await?;
+        let id = msg.get("id");
+        let found = if sse {
+            text.split("\n\n")
+                .filter_map(|ev| {
+                    let data: Vec<&str> = ev
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(str::trim_start)
+                        .collect();
+                    serde_json::from_str::<Value>(&data.join("\n")).ok()
+                })
+                .find(|v| v.get("id") == id)
+        } else {
+            serde_json::from_str::<Value>(&text).ok()
+        };
+        Ok(Answer::Ok(found.unwrap_or(Value::Null)))
+    }
+}
+
+/// Runs the authorization code flow headlessly and returns an access token.
+async fn authorize(
+    http: &reqwest::Client,
+    url: &str,
+    scope_hint: Option<&str>,
+    creds: &mut Option<ClientCreds>,
+) -> anyhow::Result<String> {
+    let mut d = oauth::discover(http, url, &[]).await?;
+    if let Some(s) = scope_hint {
+        d.scopes = s.split_whitespace().map(str::to_owned).collect();
+    }
+    if creds.is_none() {
+        let context: Value = std::env::var("MCP_CONFORMANCE_CONTEXT")
+            .ok()
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default();
+        *creds = Some(
+            match (context["client_id"].as_str(), &d.registration_endpoint) {
+                (Some(id), _) => ClientCreds {
+                    client_id: id.to_owned(),
+                    client_secret: context["client_secret"].as_str().map(str::to_owned),
+                    method: AuthMethod::Basic,
+                },
+                (None, Some(endpoint)) => oauth::register(http, endpoint, REDIRECT).await?,
+                (None, None) => {
+                    anyhow::bail!("no registration endpoint and no pre-registered client")
+                }
+            },
+        );
+    }
+    let creds = creds.as_ref().ok_or_else(|| anyhow::anyhow!("no client"))?;
+    let pending = oauth::authorization_request(&d, &creds.client_id, REDIRECT, true)?;
+    let consent::Outcome::Redirected {
+        code, state, error, ..
+    } = consent::headless(
+        http,
+        &pending.authorization_url,
+        REDIRECT,
+        &OwnerPassword::default(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?
+    else {
+        anyhow::bail!("consent needs a browser");
+    };
+    if let Some(e) = error {
+        anyhow::bail!("authorization error {e}");
+    }
+    if state.as_deref() != Some(pending.state.as_str()) {
+        anyhow::bail!("state mismatch");
+    }
+    let code = code.ok_or_else(|| anyhow::anyhow!("no code"))?;
+    let t = oauth::exchange_code(
+        http,
+        creds,
+        &d.token_endpoint,
+        &code,
+        pending.verifier,
+        REDIRECT,
+        Some(&d.resource),
+    )
+    .await?;
+    Ok(t.access_token)
+}
+
+async fn run(url: &str) -> anyhow::Result<()> {
+    let http = oauth::http_client();
+    let mut s = Session {
+        http: http.clone(),
+        url: url.to_owned(),
+        token: None,
+        session: None,
+        version: None,
+    };
+    let mut creds = None;
+    let mut authorizations = 0;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "mcp-bridge-conformance-client", "version": env!("CARGO_PKG_VERSION")}}});
+    let steps = [
+        init,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}),
+    ];
+    let mut tool: Option<String> = None;
+    let mut queue: Vec<Value> = steps.to_vec();
+    let mut i = 0;
+    while i < queue.len() {
+        let msg = queue[i].clone();
+        match s.post(&msg).await? {
+            Answer::Ok(v) => {
+                if msg["method"] == "initialize" {
+                    s.version = v
+                        .pointer("/result/protocolVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                }
+                if msg["method"] == "tools/list" {
+                    tool = v
+                        .pointer("/result/tools/0/name")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    if let Some(t) = &tool {
+                        queue.push(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": t, "arguments": {}}}));
+                    }
+                }
+                i += 1;
+            }
+            Answer::Unauthorized(c) | Answer::Forbidden(c) => {
+                authorizations += 1;
+                if authorizations > 3 {
+                    anyhow::bail!("still not authorized after 3 authorizations; giving up");
+                }
+                s.token = Some(authorize(&http, url, c.scope.as_deref(), &mut creds).await?);
+            }
+            Answer::Status(code) if msg.get("id").is_none() => {
+                let _ = code;
+                i += 1;
+            }
+            Answer::Status(code) => anyhow::bail!("{} answered HTTP {code}", msg["method"]),
+        }
+    }
+    let _ = tool;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let Some(url) = std::env::args().nth(1) else {
+        eprintln!("usage: conformance-client <server-url>");
+        return std::process::ExitCode::from(2);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(25), run(&url)).await }) {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("conformance-client: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("conformance-client: timed out");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
