@@ -506,6 +506,23 @@ impl Registry {
         }
     }
 
+    /// Whether some upstream logs in through the credential agent.
+    pub fn uses_agent(&self) -> bool {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|e| {
+                matches!(
+                    e.config.transport,
+                    Transport::Http {
+                        auth: Auth::Named(AuthKind::Oauth),
+                        ..
+                    }
+                )
+            })
+    }
+
     pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
         self.entries
             .read()

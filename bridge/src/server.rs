@@ -625,11 +625,7 @@ fn url_pairs(query: &str) -> std::collections::HashMap<String, String> {
 async fn status(State(bridge): State<Arc<Bridge>>) -> Response {
     let mut v = status_json(&bridge);
     // The agent matters only when some upstream logs in through it.
-    let needs_agent = bridge
-        .registry
-        .upstreams()
-        .iter()
-        .any(|u| u.transport == "http");
+    let needs_agent = bridge.registry.uses_agent();
     if needs_agent {
         let answer = tokio::time::timeout(
             Duration::from_secs(1),

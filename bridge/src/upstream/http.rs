@@ -59,6 +59,8 @@ struct Conn {
     init: Mutex<Option<Value>>,
     /// The last event id of an answer stream that broke, for `Last-Event-ID`.
     resume_from: Mutex<Option<String>>,
+    /// The server's SSE `retry` (ms): how long to wait before resuming.
+    retry_ms: Mutex<Option<u64>>,
     fail: mpsc::UnboundedSender<Failure>,
 }
 
@@ -89,6 +91,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
         token: Mutex::new(None),
         init: Mutex::new(None),
         resume_from: Mutex::new(None),
+        retry_ms: Mutex::new(None),
         fail: fail_tx,
     });
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -375,6 +378,9 @@ impl Conn {
                 if e.id.is_some() {
                     last_id.clone_from(&e.id);
                 }
+                if let Some(r) = e.retry {
+                    *lock(&self.retry_ms) = Some(r.min(60_000));
+                }
                 if e.data.is_empty() {
                     continue;
                 }
@@ -400,7 +406,9 @@ impl Conn {
             let Some(last) = lock(&self.resume_from).clone() else {
                 break;
             };
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            // The server's `retry` says when to come back (MUST be respected); else soon.
+            let wait = lock(&self.retry_ms).unwrap_or(100) * u64::from(attempt + 1);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
             let token = match self.bearer().await {
                 Ok(t) => t,
                 Err(f) => {

@@ -212,16 +212,96 @@ async fn run(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the bridge with `upstream` as its only upstream and returns its MCP URL.
+fn start_bridge(
+    upstream: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, String)> {
+    use std::io::BufRead;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[[upstream]]\nname = \"server\"\nprefix = \"\"\nurl = {upstream:?}\nping_interval_secs = 0\nreconnect_wait_secs = 10\n"
+        ),
+    )?;
+    let exe = std::env::current_exe()?.with_file_name("mcp-bridge");
+    let mut child = std::process::Command::new(exe)
+        .env("MCP_BRIDGE_CONFIG_DIR", dir)
+        .env("MCP_BRIDGE_PORT", "0")
+        .env("MCP_BRIDGE_LOG_PATH", dir.join("bridge.log"))
+        .env("MCP_BRIDGE_LOG_STDERR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the bridge exited"))??;
+        if let Some(u) = line.split("listening on ").nth(1) {
+            break u.trim().to_owned();
+        }
+    };
+    // Keep draining the bridge's stderr.
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok((child, url))
+}
+
+async fn via_bridge(upstream: &str) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("mcpb-conf-client-{}", std::process::id()));
+    let (mut child, url) = start_bridge(upstream, &dir)?;
+    let status_url = url
+        .rsplit_once('/')
+        .map(|(b, _)| format!("{b}/status"))
+        .unwrap_or_default();
+    let result = async {
+        // Wait for the upstream's tools to be known.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let v: Value = reqwest::get(&status_url).await?.json().await?;
+            if v["upstreams"][0]["state"] == "ready" {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the upstream never became ready: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        run(&url).await
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 fn main() -> std::process::ExitCode {
-    let Some(url) = std::env::args().nth(1) else {
-        eprintln!("usage: conformance-client <server-url>");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bridge = args.iter().any(|a| a == "--via-bridge");
+    let Some(url) = args.iter().rfind(|a| !a.starts_with("--")).cloned() else {
+        eprintln!("usage: conformance-client [--via-bridge] <server-url>");
         return std::process::ExitCode::from(2);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(25), run(&url)).await }) {
+    let work = async {
+        if bridge {
+            via_bridge(&url).await
+        } else {
+            run(&url).await
+        }
+    };
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(25), work).await }) {
         Ok(Ok(())) => std::process::ExitCode::SUCCESS,
         Ok(Err(e)) => {
             eprintln!("conformance-client: {e:#}");
