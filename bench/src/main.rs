@@ -624,6 +624,16 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("direct-server") {
         return rt.block_on(direct_server());
     }
+    // `mcp-bench load URL TOOL CONCURRENCY SECS`: one load level against any endpoint (for
+    // profiling a running bridge with perf).
+    if args.first().map(String::as_str) == Some("load") && args.len() == 5 {
+        let l = rt.block_on(load(&args[1], &args[2], args[3].parse()?, args[4].parse()?))?;
+        println!(
+            "{:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
+            l.per_sec, l.p50_us, l.p99_us, l.errors
+        );
+        return Ok(());
+    }
     let out = args
         .iter()
         .position(|a| a == "--out")
