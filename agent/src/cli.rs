@@ -88,14 +88,12 @@ pub fn load() -> anyhow::Result<(Config, PathBuf)> {
 
 async fn serve() -> anyhow::Result<()> {
     let (config, socket) = load()?;
-    let var = |k: &str| std::env::var(k).ok();
-    let path = logfile::default_path(
-        config.log_path.as_deref().and_then(|p| p.to_str()),
-        var("HOME").as_deref(),
-        var("XDG_STATE_HOME").as_deref(),
+    match logfile::init_default(
+        config.log_path.as_deref(),
+        config.logging.max_bytes,
+        config.logging.keep,
         "mcp-cred-agent.log",
-    );
-    match logfile::init(&path, config.logging.max_bytes, config.logging.keep) {
+    ) {
         Ok(p) => tracing::info!(file = %p.display(), "logging"),
         Err(e) => eprintln!("{e}"),
     }

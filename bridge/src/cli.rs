@@ -141,14 +141,12 @@ pub fn load_config() -> anyhow::Result<Config> {
 
 /// Logs to the size-rotated file (and stderr on a terminal); says where.
 pub fn init_logging(config: &Config, file_name: &str) {
-    let var = |k: &str| std::env::var(k).ok();
-    let path = logfile::default_path(
-        config.log_path.as_deref().and_then(|p| p.to_str()),
-        var("HOME").as_deref(),
-        var("XDG_STATE_HOME").as_deref(),
+    match logfile::init_default(
+        config.log_path.as_deref(),
+        config.logging.max_bytes,
+        config.logging.keep,
         file_name,
-    );
-    match logfile::init(&path, config.logging.max_bytes, config.logging.keep) {
+    ) {
         Ok(p) => tracing::info!(file = %p.display(), "logging"),
         Err(e) => eprintln!("{e}"),
     }

@@ -125,6 +125,24 @@ pub fn default_path(
     }
 }
 
+/// [`init`] at the daemon's default path (see [`default_path`]), reading `HOME` and
+/// `XDG_STATE_HOME` from the environment.
+pub fn init_default(
+    log_path: Option<&Path>,
+    max_bytes: u64,
+    keep: usize,
+    file_name: &str,
+) -> Result<PathBuf, String> {
+    let var = |k: &str| std::env::var(k).ok();
+    let path = default_path(
+        log_path.and_then(Path::to_str),
+        var("HOME").as_deref(),
+        var("XDG_STATE_HOME").as_deref(),
+        file_name,
+    );
+    init(&path, max_bytes, keep)
+}
+
 /// Sets up `tracing` for a daemon: the rotating file at `path` (if it can be opened), plus
 /// stderr when it is a terminal or `MCP_BRIDGE_LOG_STDERR=1`. Levels from `RUST_LOG`, default
 /// `info`. Returns where the file logs go, or why they do not.

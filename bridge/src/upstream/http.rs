@@ -128,9 +128,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                             tasks.push(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
                         }
                         tasks.push(tokio::spawn(conn.clone().server_stream(peer.clone())));
-                        up.set_conn(Some(peer.clone()));
-                        up.update_status(|s| { s.state = State::Ready; s.connects += 1; s.next_retry_at = None; });
-                        tracing::info!(upstream = %up.name, tools = up.tools().len(), "upstream ready");
+                        up.became_ready(&peer);
                     }
                     Err(e) => {
                         // A token problem reported on the failure channel explains better.

@@ -433,6 +433,17 @@ impl Upstream {
         }
     }
 
+    /// The handshake succeeded: calls go to `peer` from now on, and the state shows Ready.
+    pub(crate) fn became_ready(&self, peer: &Arc<RpcPeer>) {
+        self.set_conn(Some(peer.clone()));
+        self.update_status(|s| {
+            s.state = State::Ready;
+            s.connects += 1;
+            s.next_retry_at = None;
+        });
+        tracing::info!(upstream = %self.name, tools = self.tools().len(), "upstream ready");
+    }
+
     pub(crate) fn set_conn(&self, conn: Option<Arc<RpcPeer>>) {
         *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = conn;
     }

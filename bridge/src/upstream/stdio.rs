@@ -143,13 +143,7 @@ async fn run_once(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToke
                             let t = &up.timeouts;
                             keepalive = Some(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
                         }
-                        up.set_conn(Some(peer.clone()));
-                        up.update_status(|s| {
-                            s.state = State::Ready;
-                            s.connects += 1;
-                            s.next_retry_at = None;
-                        });
-                        tracing::info!(upstream = %name, tools = up.tools().len(), "upstream ready");
+                        up.became_ready(&peer);
                     }
                     Err(e) => break format!("handshake failed: {e}"),
                 }
