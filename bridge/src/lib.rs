@@ -142,10 +142,63 @@ pub async fn serve(
         tracing::info!("shutting down");
         stop_for_serve.cancel();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .await?;
+    let header_timeout = Duration::from_secs(config.server.header_timeout_secs.max(1));
+    serve_http(listener, app, header_timeout, graceful).await;
     stop.cancel();
     registry.shutdown().await;
     Ok(())
+}
+
+/// How long open connections get to finish after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves `app` over HTTP/1.1 until `shutdown`, cutting off clients that take longer than
+/// `header_timeout` to send a request's headers (slowloris; axum::serve has no such timeout),
+/// then drains connections for at most [`DRAIN`].
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let stop = CancellationToken::new();
+    let conns = tokio_util::task::TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    stop.cancel();
+    conns.close();
+    let _ = tokio::time::timeout(DRAIN, conns.wait()).await;
 }

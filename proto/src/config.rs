@@ -75,6 +75,8 @@ pub struct ServerSettings {
     /// Most client sessions kept; past it the longest-idle session without an open stream is
     /// forgotten, so abandoned sessions cannot grow memory without bound.
     pub max_sessions: usize,
+    /// A client that has not sent a request's headers within this many seconds is cut off.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -87,6 +89,7 @@ impl Default for ServerSettings {
             request_timeout_secs: 120,
             session_idle_secs: 3600,
             max_sessions: 10_000,
+            header_timeout_secs: 10,
         }
     }
 }

@@ -87,3 +87,35 @@ async fn tool_output_cannot_smuggle_sse_events() {
     assert_eq!(msgs[0]["id"], 7);
     assert_eq!(text_of(&msgs[0]), format!("[alpha] {evil}"));
 }
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Bridge::builder()
+        .config("[server]\nheader_timeout_secs = 1\n")
+        .start()
+        .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.port))
+        .await
+        .unwrap();
+    // Headers that never end.
+    s.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        closed,
+        Ok(true),
+        "the bridge closes a connection whose headers never end"
+    );
+    still_serving(&b).await;
+}
