@@ -312,7 +312,7 @@ impl Registry {
             default_request: Duration::from_secs(config.server.request_timeout_secs.max(1)),
             demo,
         });
-        registry.apply(registry.wanted(config));
+        registry.apply(registry.wanted(config), false);
         // Serve the cached lists at once, before any upstream finishes its handshake.
         registry.rebuild_catalog();
         let weak = Arc::downgrade(&registry);
@@ -357,10 +357,10 @@ impl Registry {
     /// Applies a new config: upstreams that are new or changed start, removed or changed ones
     /// stop, identical ones keep their connection.
     pub fn reload(&self, config: &Config) {
-        self.apply(self.wanted(config));
+        self.apply(self.wanted(config), true);
     }
 
-    fn apply(&self, wanted: Vec<UpstreamConfig>) {
+    fn apply(&self, wanted: Vec<UpstreamConfig>, reload: bool) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         let mut old: Vec<Entry> = std::mem::take(&mut *entries);
         for config in wanted {
@@ -370,7 +370,7 @@ impl Registry {
             }
             if old.iter().any(|e| e.config.name == config.name) {
                 tracing::info!(upstream = %config.name, "configuration changed; restarting the upstream");
-            } else if self.tasks.len() > 1 {
+            } else if reload {
                 tracing::info!(upstream = %config.name, "new upstream in the configuration");
             }
             entries.push(self.start_upstream(config));

@@ -349,19 +349,16 @@ async fn handle_request(
         }
     };
     let mut work = Box::pin(work);
-    let early = tokio::select! {
+    let (first, done) = tokio::select! {
         result = &mut work => match rx.try_recv() {
-            Ok(first) => Some((first, Some(result))),
+            Ok(first) => (first, Some(result)),
             Err(_) => {
                 session.untrack(&id);
                 tracing::debug!(session = %&session.id[..8], method, ms = started.elapsed().as_secs_f64() * 1e3, ok = result.is_ok(), "request");
                 return reply(headers, &id, result, None);
             }
         },
-        Some(first) = rx.recv() => Some((first, None)),
-    };
-    let Some((first, done)) = early else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        Some(first) = rx.recv() => (first, None),
     };
     // Switch to SSE: related messages as they come, then the answer.
     let (out_tx, out_rx) = mpsc::channel::<String>(64);

@@ -224,10 +224,6 @@ impl RpcPeer {
         drop(pending);
     }
 
-    pub fn in_flight(&self) -> usize {
-        lock(&self.inner).pending.len()
-    }
-
     /// Delivers `notifications/progress` to the client that asked for it, with its own token.
     /// Returns false for a token we did not hand out.
     pub fn route_progress(&self, mut msg: Value) -> bool {
