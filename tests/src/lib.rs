@@ -621,6 +621,25 @@ impl Client {
     }
 }
 
+/// Starts the bridge with `config`, waits until its `upstreams` are ready, and connects a client.
+pub async fn bridge_with(config: &str, upstreams: usize) -> (Bridge, Client) {
+    let b = Bridge::builder().config(config).start().await;
+    b.wait_ready(upstreams).await;
+    let c = b.client().await;
+    (b, c)
+}
+
+impl Client {
+    /// Waits until `tools/list` offers (or, with `present = false`, no longer offers) `name`.
+    pub async fn wait_for_tool(&self, name: &str, present: bool) {
+        let what = format!("{name} to be {}", if present { "listed" } else { "gone" });
+        wait_for(&what, Duration::from_secs(10), async || {
+            (self.tool_names().await.iter().any(|n| n == name) == present).then_some(())
+        })
+        .await;
+    }
+}
+
 /// The text of the first content item of a `tools/call` result.
 pub fn text_of(resp: &Value) -> String {
     resp["result"]["content"][0]["text"]

@@ -50,9 +50,7 @@ async fn handshake_negotiates_versions_and_creates_sessions() {
 
 #[tokio::test]
 async fn tools_from_two_upstreams_are_prefixed_paginated_and_routed() {
-    let b = Bridge::builder().config(&two_upstreams()).start().await;
-    b.wait_ready(2).await;
-    let c = b.client().await;
+    let (_bridge, c) = bridge_with(&two_upstreams(), 2).await;
     let names = c.tool_names().await;
     for n in [
         "alpha__echo",
@@ -148,9 +146,7 @@ async fn two_sessions_share_upstreams_concurrently() {
 
 #[tokio::test]
 async fn an_upstream_that_exits_does_not_take_the_others_down() {
-    let b = Bridge::builder().config(&two_upstreams()).start().await;
-    b.wait_ready(2).await;
-    let c = b.client().await;
+    let (b, c) = bridge_with(&two_upstreams(), 2).await;
     let before = text_of(&c.call_tool("alpha__whoami", json!({})).await);
     let r = c.call_tool("alpha__exit", json!({"code": 3})).await;
     let msg = r["error"]["message"].as_str().unwrap_or_default();
@@ -184,13 +180,7 @@ async fn a_child_that_cannot_start_is_reported_and_others_serve() {
         + "[[upstream]]\nname = \"missing\"\ncommand = \"/nonexistent/mcp-server\"\n";
     let b = Bridge::builder().config(&config).start().await;
     let c = b.client().await;
-    wait_for("beta ready", Duration::from_secs(20), async || {
-        c.tool_names()
-            .await
-            .contains(&"beta__echo".to_string())
-            .then_some(())
-    })
-    .await;
+    c.wait_for_tool("beta__echo", true).await;
     let r = c.call_tool("beta__echo", json!({"message": "m"})).await;
     assert_eq!(text_of(&r), "[beta] m");
     let status = b.status().await;
@@ -224,12 +214,7 @@ async fn upstream_stderr_is_logged_with_its_name() {
 
 #[tokio::test]
 async fn list_changed_reaches_the_get_stream() {
-    let b = Bridge::builder()
-        .config(&fixture_entry("alpha", &[]))
-        .start()
-        .await;
-    b.wait_ready(1).await;
-    let c = b.client().await;
+    let (_bridge, c) = bridge_with(&fixture_entry("alpha", &[]), 1).await;
     let mut stream = c
         .http
         .get(&c.url)

@@ -26,12 +26,7 @@ fn upstream<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn kill_9_of_a_child_mid_call_fails_fast_and_recovers() {
-    let b = Bridge::builder()
-        .config(&fixture_entry("alpha", &[]))
-        .start()
-        .await;
-    b.wait_ready(1).await;
-    let c = b.client().await;
+    let (b, c) = bridge_with(&fixture_entry("alpha", &[]), 1).await;
     let pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
     let slow = {
         let c = c.fork();
@@ -100,9 +95,7 @@ async fn a_child_that_always_crashes_backs_off_and_others_are_unaffected() {
 async fn a_hung_upstream_is_detected_by_ping() {
     let config =
         fixture_entry("alpha", &[]) + "ping_interval_secs = 0.3\nping_timeout_secs = 0.5\n";
-    let b = Bridge::builder().config(&config).start().await;
-    b.wait_ready(1).await;
-    let c = b.client().await;
+    let (b, c) = bridge_with(&config, 1).await;
     let pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
     let r = tokio::time::timeout(
         Duration::from_secs(20),
@@ -206,24 +199,13 @@ async fn a_corrupt_cache_is_ignored_and_replaced_only_by_a_good_list() {
 
 #[tokio::test]
 async fn list_changed_is_sent_once_per_real_change() {
-    let b = Bridge::builder()
-        .config(&fixture_entry("alpha", &[]))
-        .start()
-        .await;
-    b.wait_ready(1).await;
-    let c = b.client().await;
+    let (b, c) = bridge_with(&fixture_entry("alpha", &[]), 1).await;
     let base = b.status().await["list_changed_sent"].as_u64().unwrap();
     let sent = async || b.status().await["list_changed_sent"].as_u64().unwrap() - base;
 
     c.call_tool("alpha__add_tool", json!({"name": "first"}))
         .await;
-    wait_for("first change", Duration::from_secs(10), async || {
-        c.tool_names()
-            .await
-            .contains(&"alpha__first".to_owned())
-            .then_some(())
-    })
-    .await;
+    c.wait_for_tool("alpha__first", true).await;
     // A list_changed without a change, and a restart that brings back the same list.
     c.call_tool("alpha__touch_list", json!({})).await;
     let pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
@@ -231,19 +213,10 @@ async fn list_changed_is_sent_once_per_real_change() {
     let again = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
     assert_ne!(pid, again);
     // The restarted fixture lost its added tool: that is a real change (the list shrank).
-    wait_for("first to vanish", Duration::from_secs(10), async || {
-        (!c.tool_names().await.contains(&"alpha__first".to_owned())).then_some(())
-    })
-    .await;
+    c.wait_for_tool("alpha__first", false).await;
     c.call_tool("alpha__add_tool", json!({"name": "first"}))
         .await;
-    wait_for("first back", Duration::from_secs(10), async || {
-        c.tool_names()
-            .await
-            .contains(&"alpha__first".to_owned())
-            .then_some(())
-    })
-    .await;
+    c.wait_for_tool("alpha__first", true).await;
     assert_eq!(
         sent().await,
         3,
@@ -253,12 +226,7 @@ async fn list_changed_is_sent_once_per_real_change() {
 
 #[tokio::test]
 async fn a_restart_with_the_same_list_sends_no_list_changed() {
-    let b = Bridge::builder()
-        .config(&fixture_entry("alpha", &[]))
-        .start()
-        .await;
-    b.wait_ready(1).await;
-    let c = b.client().await;
+    let (b, c) = bridge_with(&fixture_entry("alpha", &[]), 1).await;
     let before = b.status().await["list_changed_sent"].as_u64().unwrap();
     let pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
     c.call_tool("alpha__exit", json!({})).await;
@@ -267,13 +235,7 @@ async fn a_restart_with_the_same_list_sends_no_list_changed() {
     // A real change afterwards proves the counter is live; the restart and touch added nothing.
     c.call_tool("alpha__add_tool", json!({"name": "marker"}))
         .await;
-    wait_for("marker", Duration::from_secs(10), async || {
-        c.tool_names()
-            .await
-            .contains(&"alpha__marker".to_owned())
-            .then_some(())
-    })
-    .await;
+    c.wait_for_tool("alpha__marker", true).await;
     assert_eq!(
         b.status().await["list_changed_sent"].as_u64().unwrap() - before,
         1
@@ -282,12 +244,7 @@ async fn a_restart_with_the_same_list_sends_no_list_changed() {
 
 #[tokio::test]
 async fn sighup_reload_starts_stops_and_keeps_upstreams() {
-    let b = Bridge::builder()
-        .config(&fixture_entry("alpha", &[]))
-        .start()
-        .await;
-    b.wait_ready(1).await;
-    let c = b.client().await;
+    let (b, c) = bridge_with(&fixture_entry("alpha", &[]), 1).await;
     let alpha_pid = pid_of(&c.call_tool("alpha__whoami", json!({})).await);
     let config = b.dir.join("config.toml");
 
