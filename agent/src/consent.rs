@@ -63,11 +63,12 @@ pub enum Outcome {
     NeedsBrowser(String),
 }
 
+/// A form on a consent page: its action, method and `(type, name, value)` inputs.
 #[derive(Debug, PartialEq)]
-struct HtmlForm {
-    action: String,
-    method: String,
-    fields: Vec<(String, String, String)>,
+pub struct HtmlForm {
+    pub action: String,
+    pub method: String,
+    pub fields: Vec<(String, String, String)>,
 }
 
 fn attr(tag: &str, name: &str) -> Option<String> {
@@ -105,7 +106,7 @@ fn html_unescape(s: &str) -> String {
 }
 
 /// Finds the first form that has a password field.
-fn find_password_form(html: &str) -> Option<HtmlForm> {
+pub fn find_password_form(html: &str) -> Option<HtmlForm> {
     let lower = html.to_ascii_lowercase();
     let mut from = 0;
     while let Some(i) = lower[from..].find("<form") {
@@ -114,7 +115,8 @@ fn find_password_form(html: &str) -> Option<HtmlForm> {
             .find("</form")
             .map(|e| start + e)
             .unwrap_or(html.len());
-        let tag_end = lower[start..].find('>').map(|e| start + e).unwrap_or(end);
+        // A `>` past the form's end means a broken opening tag: the form ends there too.
+        let tag_end = lower[start..end].find('>').map_or(end, |e| start + e);
         let open = &html[start..tag_end];
         let mut fields = Vec::new();
         let mut pos = tag_end;
@@ -144,7 +146,9 @@ fn find_password_form(html: &str) -> Option<HtmlForm> {
     None
 }
 
-fn redirect_outcome(location: &str, redirect_uri: &str) -> Option<Outcome> {
+/// What a redirect to `location` means when it goes to our `redirect_uri`; `None` when it
+/// goes anywhere else.
+pub fn redirect_outcome(location: &str, redirect_uri: &str) -> Option<Outcome> {
     if !location.starts_with(redirect_uri) {
         return None;
     }

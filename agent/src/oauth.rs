@@ -171,6 +171,38 @@ pub async fn discover(
             candidates.join(", ")
         ))
     })?;
+    let found = resource_metadata(&prm, mcp_url)?;
+    let meta = authorization_server_metadata(http, &found.issuer).await?;
+    let server = server_metadata(&meta, &found.issuer)?;
+    let scopes = if !configured_scopes.is_empty() {
+        configured_scopes.to_vec()
+    } else if let Some(s) = &challenge.scope {
+        s.split_whitespace().map(str::to_owned).collect()
+    } else {
+        found.scopes_supported
+    };
+    Ok(Discovered {
+        resource: found.resource,
+        issuer: found.issuer,
+        authorization_endpoint: server.authorization_endpoint,
+        token_endpoint: server.token_endpoint,
+        registration_endpoint: server.registration_endpoint,
+        revocation_endpoint: server.revocation_endpoint,
+        iss_parameter_supported: server.iss_parameter_supported,
+        scopes,
+    })
+}
+
+/// What the protected-resource metadata (RFC 9728) of an MCP server says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceMetadata {
+    pub issuer: String,
+    pub resource: String,
+    pub scopes_supported: Vec<String>,
+}
+
+/// Reads a protected-resource metadata document; `mcp_url` is the resource when it names none.
+pub fn resource_metadata(prm: &Value, mcp_url: &str) -> Result<ResourceMetadata, OAuthError> {
     let issuer = prm["authorization_servers"][0]
         .as_str()
         .ok_or_else(|| {
@@ -179,12 +211,44 @@ pub async fn discover(
             )
         })?
         .to_owned();
+    Url::parse(&issuer).map_err(|e| {
+        OAuthError::Discovery(format!(
+            "protected-resource metadata names a bad authorization server URL: {e}"
+        ))
+    })?;
     let resource = prm["resource"].as_str().unwrap_or(mcp_url).to_owned();
-    let meta = authorization_server_metadata(http, &issuer).await?;
-    if meta["issuer"].as_str() != Some(issuer.as_str()) {
+    let scopes_supported = prm["scopes_supported"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ResourceMetadata {
+        issuer,
+        resource,
+        scopes_supported,
+    })
+}
+
+/// The endpoints of an authorization server, from its RFC 8414 / OIDC metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerMetadata {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub registration_endpoint: Option<String>,
+    pub revocation_endpoint: Option<String>,
+    pub iss_parameter_supported: bool,
+}
+
+/// Checks an authorization server's metadata against the issuer we looked it up for (the
+/// `issuer` must match exactly, PKCE S256 must be listed) and takes out its endpoints.
+pub fn server_metadata(meta: &Value, issuer: &str) -> Result<ServerMetadata, OAuthError> {
+    if meta["issuer"].as_str() != Some(issuer) {
         return Err(OAuthError::Discovery(format!(
-            "authorization server metadata says issuer {:?}, expected {issuer:?}",
-            meta["issuer"]
+            "authorization server metadata says issuer {}, expected {issuer:?}",
+            short(&meta["issuer"].to_string())
         )));
     }
     let s256 = meta["code_challenge_methods_supported"]
@@ -196,22 +260,7 @@ pub async fn discover(
         )));
     }
     let field = |k: &str| meta[k].as_str().map(str::to_owned);
-    let scopes = if !configured_scopes.is_empty() {
-        configured_scopes.to_vec()
-    } else if let Some(s) = &challenge.scope {
-        s.split_whitespace().map(str::to_owned).collect()
-    } else {
-        prm["scopes_supported"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Ok(Discovered {
-        resource,
+    Ok(ServerMetadata {
         authorization_endpoint: field("authorization_endpoint").ok_or_else(|| {
             OAuthError::Discovery("metadata has no authorization_endpoint".into())
         })?,
@@ -220,9 +269,15 @@ pub async fn discover(
         registration_endpoint: field("registration_endpoint"),
         revocation_endpoint: field("revocation_endpoint"),
         iss_parameter_supported: meta["authorization_response_iss_parameter_supported"] == true,
-        issuer,
-        scopes,
     })
+}
+
+/// At most 200 characters of something a server sent, for an error message.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 /// RFC 8414 then OpenID Connect discovery, in the order the MCP spec gives.
@@ -338,11 +393,18 @@ pub async fn register(
         .map_err(|e| OAuthError::Protocol(format!("registration answer: {e}")))?;
     if !status.is_success() {
         return Err(OAuthError::Discovery(format!(
-            "dynamic registration at {endpoint} refused ({status}): {v}"
+            "dynamic registration at {endpoint} refused ({status}): {}",
+            short(&v.to_string())
         )));
     }
+    registration_response(&v)
+}
+
+/// Reads a dynamic registration answer (RFC 7591 section 3.2.1).
+pub fn registration_response(v: &Value) -> Result<ClientCreds, OAuthError> {
     let client_id = v["client_id"]
         .as_str()
+        .filter(|id| !id.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| OAuthError::Protocol("registration answer has no client_id".into()))?;
     let client_secret = v["client_secret"].as_str().map(str::to_owned);
@@ -484,6 +546,28 @@ fn token_error<E: std::error::Error + 'static>(
     }
 }
 
+/// The longest access-token life believed: a broken or hostile `expires_in` can neither
+/// overflow the expiry arithmetic nor keep a token "valid" for ever.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 365 * 24 * 3600;
+
+impl Tokens {
+    /// Seconds the access token lives: the server's `expires_in` (1 hour when it gives none),
+    /// clamped to 1 s ..= [`MAX_TOKEN_LIFETIME_SECS`].
+    pub fn lifetime_secs(&self) -> u64 {
+        self.expires_in
+            .map_or(3600, |d| d.as_secs())
+            .clamp(1, MAX_TOKEN_LIFETIME_SECS)
+    }
+}
+
+/// Parses a successful token response body the way the token requests do (the `oauth2`
+/// crate's `BasicTokenResponse`), for tests and fuzzing of what a server can send.
+pub fn token_response(body: &[u8]) -> Result<Tokens, OAuthError> {
+    serde_json::from_slice::<oauth2::basic::BasicTokenResponse>(body)
+        .map(tokens)
+        .map_err(|e| OAuthError::Protocol(format!("unparseable token response: {e}")))
+}
+
 fn tokens(r: oauth2::basic::BasicTokenResponse) -> Tokens {
     Tokens {
         access_token: r.access_token().secret().clone(),
@@ -598,6 +682,52 @@ pub async fn revoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_lifetimes_are_clamped() {
+        let life = |body: &str| token_response(body.as_bytes()).map(|t| t.lifetime_secs());
+        let base = r#"{"access_token":"a","token_type":"Bearer""#;
+        assert_eq!(life(&format!("{base}}}")).ok(), Some(3600));
+        assert_eq!(life(&format!(r#"{base},"expires_in":0}}"#)).ok(), Some(1));
+        assert_eq!(
+            life(&format!(r#"{base},"expires_in":120}}"#)).ok(),
+            Some(120)
+        );
+        assert_eq!(
+            life(&format!(r#"{base},"expires_in":18446744073709551615}}"#)).ok(),
+            Some(MAX_TOKEN_LIFETIME_SECS)
+        );
+        assert!(life(r#"{"token_type":"Bearer"}"#).is_err());
+    }
+
+    #[test]
+    fn metadata_documents_are_checked() {
+        let prm = json!({"resource": "https://r/mcp", "authorization_servers": ["https://as"], "scopes_supported": ["a", 1, "b"]});
+        let m = resource_metadata(&prm, "https://r/mcp").unwrap();
+        assert_eq!(
+            (m.issuer.as_str(), m.scopes_supported.len()),
+            ("https://as", 2)
+        );
+        assert!(resource_metadata(&json!({"authorization_servers": ["not a url"]}), "x").is_err());
+        assert!(resource_metadata(&json!({"authorization_servers": []}), "x").is_err());
+        let meta = json!({"issuer": "https://as", "authorization_endpoint": "https://as/a", "token_endpoint": "https://as/t", "code_challenge_methods_supported": ["S256"]});
+        assert_eq!(
+            server_metadata(&meta, "https://as").unwrap().token_endpoint,
+            "https://as/t"
+        );
+        assert!(server_metadata(&meta, "https://other").is_err());
+        let mut plain = meta.clone();
+        plain["code_challenge_methods_supported"] = json!(["plain"]);
+        assert!(server_metadata(&plain, "https://as").is_err());
+        let long = json!({"issuer": "x".repeat(10_000)});
+        let err = server_metadata(&long, "https://as")
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 400, "{err}");
+        assert!(registration_response(&json!({"client_id": ""})).is_err());
+        let c = registration_response(&json!({"client_id": "c", "client_secret": "s"})).unwrap();
+        assert_eq!(c.method, AuthMethod::Basic);
+    }
 
     #[test]
     fn challenges_parse() {

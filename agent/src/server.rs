@@ -50,6 +50,13 @@ pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Most client connections served at once (the bridge keeps one; each CLI command opens one).
+/// Past it new connections are closed at once, so a flood cannot exhaust descriptors.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// A client must say hello within this long after connecting.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections until `shutdown`; removes the socket file on the way out.
 pub async fn run(
     agent: Arc<Agent>,
@@ -58,13 +65,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let me = crate::sys::effective_uid();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
                     tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -81,8 +91,13 @@ pub async fn run(
                 continue;
             }
         }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("refused a connection: {MAX_CONNECTIONS} connections already open");
+            continue;
+        };
         let agent = agent.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = serve_connection(&agent, stream).await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
@@ -94,7 +109,10 @@ pub async fn run(
 
 async fn serve_connection(agent: &Arc<Agent>, stream: UnixStream) -> anyhow::Result<()> {
     let mut framed = Framed::new(stream, proto::codec());
-    let Some(first) = framed.next().await else {
+    let Ok(first) = tokio::time::timeout(HELLO_TIMEOUT, framed.next()).await else {
+        anyhow::bail!("no hello within {HELLO_TIMEOUT:?}");
+    };
+    let Some(first) = first else {
         return Ok(());
     };
     match proto::decode::<ClientMessage>(&first?)? {

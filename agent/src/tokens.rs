@@ -17,6 +17,17 @@ use crate::consent::{self, OwnerPassword};
 use crate::oauth::{self, Discovered, OAuthError};
 use crate::store::{self, FileStore, Secret};
 
+/// When the background refresher renews a login: at 80% of the access token's life, and
+/// never sooner than [`MIN_REFRESH_GAP_SECS`] after it was issued, so a server handing out
+/// tokens that expire at once is not hammered.
+fn refresh_due(l: &store::Login) -> u64 {
+    let life = l.expires_at.saturating_sub(l.issued_at);
+    l.issued_at
+        .saturating_add((life / 5).saturating_mul(4).max(MIN_REFRESH_GAP_SECS))
+}
+
+const MIN_REFRESH_GAP_SECS: u64 = 5;
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -153,8 +164,12 @@ impl Agent {
 
     async fn get_token(&self, upstream: &str, min_valid: u64) -> Result<Response, AgentError> {
         self.known(upstream)?;
-        let fresh =
-            |l: &store::Login| l.access_token.is_some() && l.expires_at >= now() + min_valid;
+        // A server that issues tokens shorter-lived than the caller asks for would otherwise be
+        // asked for a new one on every request: half the token's life is enough then.
+        let fresh = |l: &store::Login| {
+            let life = l.expires_at.saturating_sub(l.issued_at);
+            l.access_token.is_some() && l.expires_at >= now() + min_valid.min(life / 2)
+        };
         // Refresh only if the token this caller found wanting is still the current one: callers
         // that queued behind a refresh take its result instead of refreshing again.
         let seen = {
@@ -284,9 +299,9 @@ impl Agent {
         let outcome = match result {
             Ok(t) => {
                 let at = now();
+                login.expires_at = at.saturating_add(t.lifetime_secs());
                 login.access_token = Some(Secret::new(t.access_token));
                 login.issued_at = at;
-                login.expires_at = at + t.expires_in.map(|d| d.as_secs()).unwrap_or(3600);
                 if let Some(new_rt) = t.refresh_token {
                     login.refresh_token = Some(Secret::new(new_rt));
                 }
@@ -489,6 +504,7 @@ impl Agent {
         .await
         .map_err(|e| failed(e.to_string()))?;
         let at = now();
+        let expires_at = at.saturating_add(t.lifetime_secs());
         let login = store::Login {
             issuer: p.discovered.issuer.clone(),
             token_endpoint: p.discovered.token_endpoint.clone(),
@@ -500,7 +516,7 @@ impl Agent {
             scopes: t.scopes.unwrap_or_else(|| p.discovered.scopes.clone()),
             access_token: Some(Secret::new(t.access_token)),
             issued_at: at,
-            expires_at: at + t.expires_in.map(|d| d.as_secs()).unwrap_or(3600),
+            expires_at,
             refresh_token: t.refresh_token.map(Secret::new),
             last_refresh: None,
             last_error: None,
@@ -587,10 +603,7 @@ impl Agent {
                 st.upstreams
                     .get(upstream)
                     .filter(|l| !l.needs_login && l.refresh_token.is_some())
-                    .map(|l| {
-                        let life = l.expires_at.saturating_sub(l.issued_at);
-                        l.issued_at + life * 4 / 5
-                    })
+                    .map(refresh_due)
             };
             let Some(due) = due else {
                 if changed.changed().await.is_err() {
@@ -614,9 +627,7 @@ impl Agent {
                     continue;
                 }
             }
-            let stale = |l: &store::Login| {
-                now() >= l.issued_at + l.expires_at.saturating_sub(l.issued_at) * 4 / 5
-            };
+            let stale = |l: &store::Login| now() >= refresh_due(l);
             match self.refresh(upstream, stale).await {
                 Ok(()) => failures = 0,
                 Err(AgentError::RefreshFailed { .. }) => failures += 1,

@@ -60,6 +60,32 @@ pub fn notification(method: &str, params: Option<Value>) -> Value {
     }
 }
 
+/// Why a POST body is not one JSON-RPC message.
+#[derive(Debug, PartialEq)]
+pub struct BodyError {
+    pub code: i64,
+    pub message: String,
+}
+
+/// Parses a POST body into one JSON-RPC message: not JSON (or nested deeper than serde_json's
+/// recursion limit of 128) is a parse error, a batch is refused (removed in MCP 2025-06-18).
+/// Whether the message's fields make sense is [`classify`]'s job.
+pub fn parse_message(body: &[u8]) -> Result<Value, BodyError> {
+    let msg: Value = serde_json::from_slice(body).map_err(|e| BodyError {
+        code: PARSE_ERROR,
+        message: format!("Parse error: {e}"),
+    })?;
+    if msg.is_array() {
+        return Err(BodyError {
+            code: INVALID_REQUEST,
+            message:
+                "Invalid Request: JSON-RPC batches are not supported (removed in MCP 2025-06-18)"
+                    .into(),
+        });
+    }
+    Ok(msg)
+}
+
 /// What a single JSON-RPC message is, judged by its fields.
 #[derive(Debug, PartialEq)]
 pub enum Kind<'a> {

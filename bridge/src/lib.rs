@@ -134,7 +134,10 @@ pub async fn serve(
         bridge.clone(),
         &config.mcp_path,
         guard,
-        config.server.max_body_bytes,
+        server::BodyLimits {
+            max_bytes: config.server.max_body_bytes,
+            timeout: Duration::from_secs(config.server.body_timeout_secs.max(1)),
+        },
     );
     let stop_for_serve = stop.clone();
     let graceful = async move {

@@ -1,6 +1,7 @@
 //! The set of upstreams, the merged tool catalog the bridge serves, the warm cache behind it,
 //! and config reload.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -55,6 +56,10 @@ pub struct Catalog {
     pub prompts: HashMap<String, Route>,
     /// URI scheme prefix (see `naming::uri_prefix`) → owner.
     uri_prefixes: HashMap<String, Arc<Upstream>>,
+    /// Exposed URIs of listed resources → owner and original URI; the first upstream in config
+    /// order keeps a URI two of them expose (an unprefixed upstream's `a+x:y` looks like
+    /// upstream `a`'s prefixed `x:y`).
+    exposed_uris: HashMap<String, (Arc<Upstream>, String)>,
     /// Original resource URIs of listed resources → owner, for URIs clients got unprefixed
     /// (for example from a tool result's resource link).
     plain_uris: HashMap<String, Arc<Upstream>>,
@@ -116,6 +121,7 @@ impl Catalog {
         let mut templates = Vec::new();
         let mut uri_prefixes: HashMap<String, Arc<Upstream>> = HashMap::new();
         let mut plain_uris = HashMap::new();
+        let mut exposed_uris = HashMap::new();
         let mut template_heads = Vec::new();
         let mut resource_owners = Vec::new();
         let any = |cap: &str| upstreams.iter().any(|u| u.has_capability(cap));
@@ -142,8 +148,18 @@ impl Catalog {
                 plain_uris
                     .entry(uri.to_owned())
                     .or_insert_with(|| up.clone());
+                let shown = naming::expose_uri(&up.prefix, uri);
+                match exposed_uris.entry(shown.clone()) {
+                    MapEntry::Vacant(v) => {
+                        v.insert((up.clone(), uri.to_owned()));
+                    }
+                    MapEntry::Occupied(o) if !Arc::ptr_eq(&o.get().0, up) => {
+                        tracing::warn!(upstream = %up.name, other = %o.get().0.name, "two upstreams expose the resource URI {shown:?}; the first keeps it");
+                    }
+                    MapEntry::Occupied(_) => {}
+                }
                 let mut r = r.clone();
-                r["uri"] = Value::String(naming::expose_uri(&up.prefix, uri));
+                r["uri"] = Value::String(shown);
                 resources.push(r);
             }
             for t in &lists.templates {
@@ -184,6 +200,7 @@ impl Catalog {
             routes,
             prompts,
             uri_prefixes,
+            exposed_uris,
             plain_uris,
             template_heads,
             resource_owners,
@@ -191,9 +208,13 @@ impl Catalog {
         }
     }
 
-    /// Finds the owner of a resource URI and the URI at that upstream: by scheme prefix, then
-    /// by a listed URI, then by a template's literal head, then the only resource server.
+    /// Finds the owner of a resource URI and the URI at that upstream: by an exposed listed URI,
+    /// then by scheme prefix, then by an original listed URI, then by a template's literal
+    /// head, then the only resource server.
     pub fn route_uri(&self, uri: &str) -> Option<(Arc<Upstream>, String)> {
+        if let Some((up, original)) = self.exposed_uris.get(uri) {
+            return Some((up.clone(), original.clone()));
+        }
         if let Some((p, original)) = naming::split_uri(uri)
             && let Some(up) = self.uri_prefixes.get(p)
         {

@@ -41,11 +41,18 @@ pub struct Bridge {
     pub streams: std::sync::atomic::AtomicU64,
 }
 
+/// How much of a request body is read, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub timeout: std::time::Duration,
+}
+
 pub fn router(
     bridge: Arc<Bridge>,
     mcp_path: &str,
     guard: crate::guard::Guard,
-    max_body: usize,
+    limits: BodyLimits,
 ) -> Router {
     let guard = Arc::new(guard);
     Router::new()
@@ -62,12 +69,79 @@ pub fn router(
         )
         .route("/status", get(status))
         .route("/oauth/callback", get(oauth_callback))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(limits.max_bytes))
+        .layer(axum::middleware::from_fn_with_state(limits, read_body))
         .layer(axum::middleware::from_fn_with_state(
             guard,
             crate::guard::guard,
         ))
         .with_state(bridge)
+}
+
+/// Reads the whole request body within the limits before any handler runs: a declared or
+/// actual size over the limit gets 413, and a client that sends its headers and then trickles
+/// (or never sends) the body gets 408 and a closed connection instead of holding a task.
+async fn read_body(
+    State(limits): State<BodyLimits>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let too_large = || {
+        rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            &format!(
+                "Payload Too Large: the body exceeds {} bytes",
+                limits.max_bytes
+            ),
+        )
+    };
+    let (parts, body) = req.into_parts();
+    let declared = header_str(&parts.headers, header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_bytes as u64) {
+        return too_large();
+    }
+    match tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, limits.max_bytes)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Ok(Err(e)) => {
+            let over = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if over {
+                too_large()
+            } else {
+                rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &Value::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    "Bad Request: the body could not be read",
+                )
+            }
+        }
+        Err(_) => {
+            let mut resp = rpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "Request Timeout: the body did not arrive within {} s",
+                    limits.timeout.as_secs()
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
 }
 
 /// Broadcasts `notifications/{tools,resources,prompts}/list_changed` to every session whenever
@@ -231,25 +305,12 @@ async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: B
             "Unsupported Media Type: Content-Type must be application/json",
         );
     }
-    let msg: Value = match serde_json::from_slice(&body) {
+    let msg = match jsonrpc::parse_message(&body) {
         Ok(v) => v,
         Err(e) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                jsonrpc::PARSE_ERROR,
-                &format!("Parse error: {e}"),
-            );
+            return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, e.code, &e.message);
         }
     };
-    if msg.is_array() {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            jsonrpc::INVALID_REQUEST,
-            "Invalid Request: JSON-RPC batches are not supported (removed in MCP 2025-06-18)",
-        );
-    }
     let kind = jsonrpc::classify(&msg);
     if let Kind::Request {
         id,

@@ -77,6 +77,9 @@ pub struct ServerSettings {
     pub max_sessions: usize,
     /// A client that has not sent a request's headers within this many seconds is cut off.
     pub header_timeout_secs: u64,
+    /// A request whose body has not fully arrived this many seconds after its headers gets 408
+    /// and its connection is closed.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -90,6 +93,7 @@ impl Default for ServerSettings {
             session_idle_secs: 3600,
             max_sessions: 10_000,
             header_timeout_secs: 10,
+            body_timeout_secs: 30,
         }
     }
 }

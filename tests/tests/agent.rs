@@ -329,3 +329,56 @@ async fn peers_of_another_uid_are_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_flood_of_idle_connections_is_capped_and_the_agent_keeps_serving() {
+    use tokio::io::AsyncReadExt;
+    let dir = TempDir::new("agent");
+    let a = start_agent(dir.path()).await;
+    let cap = mcp_cred_agent::server::MAX_CONNECTIONS;
+    // Connections that never say hello: the first `cap` are held, the rest closed at once.
+    let mut flood = Vec::new();
+    for _ in 0..cap + 50 {
+        flood.push(UnixStream::connect(&a.socket).await.unwrap());
+    }
+    let mut closed = 0;
+    for s in flood.iter_mut().skip(cap) {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a connection over the cap is closed, not held")
+            .unwrap_or(0);
+        closed += usize::from(n == 0);
+    }
+    assert_eq!(closed, 50);
+    // Releasing the flood frees the slots: a real client is served again.
+    drop(flood);
+    let mut f = wait_for("a slot to free", Duration::from_secs(20), async || {
+        let mut f = Framed::new(UnixStream::connect(&a.socket).await.ok()?, proto::codec());
+        f.send(proto::encode(&ClientMessage::Hello {
+            protocol_version: proto::PROTOCOL_VERSION,
+        }))
+        .await
+        .ok()?;
+        let first = tokio::time::timeout(Duration::from_secs(2), f.next())
+            .await
+            .ok()??;
+        matches!(
+            proto::decode(&first.ok()?).ok()?,
+            AgentMessage::Hello { .. }
+        )
+        .then_some(f)
+    })
+    .await;
+    assert!(matches!(
+        ask(&mut f, 1, Request::Status).await,
+        Response::Status { .. }
+    ));
+    assert!(
+        a.logs
+            .lock()
+            .unwrap()
+            .join("\n")
+            .contains("connections already open")
+    );
+}

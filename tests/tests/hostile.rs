@@ -114,3 +114,39 @@ async fn slow_clients_are_cut_off() {
     );
     still_serving(&b).await;
 }
+
+#[tokio::test]
+async fn slow_bodies_get_408_and_a_closed_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Bridge::builder()
+        .config("[server]\nbody_timeout_secs = 1\n")
+        .start()
+        .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.port))
+        .await
+        .unwrap();
+    // Complete headers, then 10 of the 100 promised body bytes, then nothing.
+    s.write_all(
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+          Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "the bridge neither answered nor closed the connection"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("-32600") && text.contains("did not arrive"),
+        "{text}"
+    );
+    still_serving(&b).await;
+}

@@ -91,13 +91,29 @@ async fn headless_login_through_a_password_consent_form() {
 
 #[tokio::test]
 async fn concurrent_get_tokens_on_an_expiring_token_refresh_once() {
-    let f = FixtureHttp::start(&["--access-ttl", "30"], None).await;
+    let f = FixtureHttp::start(&["--access-ttl", "3"], None).await;
     let (_dir, agent) = logged_in(&f, &[]).await;
     let mut ipc = agent.ipc().await;
     let before = token_of(&ipc.token("remote", 0).await);
-    // Asking for 60 s of validity makes the 30 s token "expiring" for all 100 callers at once;
-    // the tokens issued from now on live 120 s, so one refresh satisfies everyone.
+    // Tokens issued from now on live 120 s, so one refresh satisfies everyone. Once the 3 s
+    // token has run out, all 100 callers find it wanting at once. (Should the background
+    // refresher get there first, it is the one refresh and the callers take its token.)
     f.control(json!({"access_ttl": 120})).await;
+    wait_for(
+        "the 3 s token to run out",
+        Duration::from_secs(20),
+        async || {
+            let Response::Status { upstreams } = ipc.ask(Request::Status).await else {
+                return None;
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            (upstreams[0].expires_at? <= now).then_some(())
+        },
+    )
+    .await;
     let calls = (0..100).map(|_| {
         let path = agent.dir.join("agent.sock");
         async move { AgentIpc::connect(&path).await.token("remote", 60).await }
@@ -211,8 +227,15 @@ async fn a_revoked_refresh_token_means_needs_login() {
     let f = FixtureHttp::start(&[], None).await;
     let (_dir, agent) = logged_in(&f, &[]).await;
     let mut ipc = agent.ipc().await;
+    let t = token_of(&ipc.token("remote", 0).await);
     f.control(json!({"revoke_all": true})).await;
-    match ipc.token("remote", 999_999).await {
+    // The server refuses the access token; the refresh that follows meets invalid_grant.
+    ipc.ask(Request::TokenRejected {
+        upstream: "remote".into(),
+        token_fingerprint: proto::token_fingerprint(&t),
+    })
+    .await;
+    match ipc.token("remote", 0).await {
         Response::Error {
             error: AgentError::NeedsLogin { upstream, how },
         } => {

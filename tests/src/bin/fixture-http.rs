@@ -10,7 +10,9 @@
 //! "drop_next_sse", "forget_sessions", "access_ttl"}`; `GET /control/stats`.
 //!
 //! Flags: `--consent auto|password` (password from `FIXTURE_OWNER_PASSWORD`),
-//! `--access-ttl SECS`, `--port N`.
+//! `--access-ttl SECS`, `--port N`, `--state FILE` (keep registered clients, refresh tokens,
+//! families and stats in FILE, written before each answer, so the server can be killed and
+//! restarted like a real one; access tokens are not kept, so they stop working).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,12 +43,13 @@ struct Code {
     scope: String,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Family {
     revoked: bool,
     scope: String,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Stats {
     token_requests: u64,
     codes_exchanged: u64,
@@ -55,9 +58,21 @@ struct Stats {
     revocations: u64,
     rejected_bearer: u64,
     mcp_requests: u64,
+    /// The refresh token issued last (tests compare it with the agent's store).
+    latest_refresh: String,
+}
+
+/// What `--state FILE` keeps across restarts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Durable {
+    clients: HashMap<String, Vec<String>>,
+    refresh: HashMap<String, (String, bool)>,
+    families: HashMap<String, Family>,
+    stats: Stats,
 }
 
 struct St {
+    state_file: Option<std::path::PathBuf>,
     base: String,
     password: Option<String>,
     access_ttl: u64,
@@ -76,6 +91,17 @@ struct St {
 }
 
 type S = Arc<Mutex<St>>;
+
+/// Writes the durable part of the state (atomically) when `--state` was given.
+fn save(st: &St) {
+    let Some(path) = &st.state_file else {
+        return;
+    };
+    let durable = json!({"clients": st.clients, "refresh": st.refresh, "families": st.families, "stats": st.stats});
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, durable.to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
 
 fn metadata(base: &str) -> Value {
     json!({
@@ -119,7 +145,11 @@ async fn register(State(s): State<S>, axum::Json(body): axum::Json<Value>) -> Re
             .into_response();
     }
     let id = random("client-");
-    s.lock().unwrap().clients.insert(id.clone(), uris.clone());
+    {
+        let mut st = s.lock().unwrap();
+        st.clients.insert(id.clone(), uris.clone());
+        save(&st);
+    }
     (
         StatusCode::CREATED,
         axum::Json(json!({
@@ -215,6 +245,7 @@ fn issue(st: &mut St, family: &str, scope: &str) -> Value {
     );
     st.refresh
         .insert(refresh.clone(), (family.to_owned(), false));
+    st.stats.latest_refresh = refresh.clone();
     json!({"access_token": access, "token_type": "Bearer", "expires_in": st.access_ttl, "refresh_token": refresh, "scope": scope})
 }
 
@@ -228,6 +259,12 @@ async fn token(State(s): State<S>, Form(f): Form<HashMap<String, String>>) -> Re
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let mut st = s.lock().unwrap();
+    let answer = token_locked(&mut st, &f);
+    save(&st);
+    answer
+}
+
+fn token_locked(st: &mut St, f: &HashMap<String, String>) -> Response {
     st.stats.token_requests += 1;
     if st.token_fail {
         return (
@@ -260,7 +297,7 @@ async fn token(State(s): State<S>, Form(f): Form<HashMap<String, String>>) -> Re
                     scope: code.scope.clone(),
                 },
             );
-            axum::Json(issue(&mut st, &family, &code.scope)).into_response()
+            axum::Json(issue(st, &family, &code.scope)).into_response()
         }
         Some("refresh_token") => {
             let Some(rt) = f.get("refresh_token") else {
@@ -283,7 +320,7 @@ async fn token(State(s): State<S>, Form(f): Form<HashMap<String, String>>) -> Re
             st.refresh.insert(rt.clone(), (family.clone(), true));
             st.stats.refreshes += 1;
             let scope = st.families[&family].scope.clone();
-            axum::Json(issue(&mut st, &family, &scope)).into_response()
+            axum::Json(issue(st, &family, &scope)).into_response()
         }
         _ => token_error("unsupported_grant_type"),
     }
@@ -301,6 +338,7 @@ async fn revoke(State(s): State<S>, Form(f): Form<HashMap<String, String>>) -> S
         fam.revoked = true;
     }
     st.stats.revocations += 1;
+    save(&st);
     StatusCode::OK
 }
 
@@ -322,6 +360,7 @@ async fn control(State(s): State<S>, axum::Json(c): axum::Json<Value>) -> Status
         for f in st.families.values_mut() {
             f.revoked = true;
         }
+        save(&st);
     }
     if c["expire_access"] == true {
         for (_, exp) in st.access.values_mut() {
@@ -340,7 +379,7 @@ async fn stats(State(s): State<S>) -> axum::Json<Value> {
     axum::Json(json!({
         "token_requests": x.token_requests, "codes_exchanged": x.codes_exchanged, "refreshes": x.refreshes,
         "reuse_detected": x.reuse_detected, "revocations": x.revocations, "rejected_bearer": x.rejected_bearer,
-        "mcp_requests": x.mcp_requests, "sessions": st.sessions.len(),
+        "mcp_requests": x.mcp_requests, "sessions": st.sessions.len(), "latest_refresh": x.latest_refresh,
     }))
 }
 
@@ -489,11 +528,13 @@ async fn mcp_delete(State(s): State<S>, headers: HeaderMap) -> StatusCode {
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (mut consent, mut ttl, mut port) = ("auto".to_owned(), 3600u64, 0u16);
+    let mut state_file = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--consent" => consent = args.next().unwrap(),
             "--access-ttl" => ttl = args.next().unwrap().parse().unwrap(),
             "--port" => port = args.next().unwrap().parse().unwrap(),
+            "--state" => state_file = Some(std::path::PathBuf::from(args.next().unwrap())),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -503,7 +544,12 @@ async fn main() {
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let password = (consent == "password")
         .then(|| std::env::var("FIXTURE_OWNER_PASSWORD").expect("FIXTURE_OWNER_PASSWORD"));
-    let st = Arc::new(Mutex::new(St {
+    let durable: Option<Durable> = state_file
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|b| serde_json::from_slice(&b).expect("a readable --state file"));
+    let mut st = St {
+        state_file,
         base: base.clone(),
         password,
         access_ttl: ttl,
@@ -518,7 +564,14 @@ async fn main() {
         drop_next_sse: false,
         sessions: HashMap::new(),
         streams: HashMap::new(),
-    }));
+    };
+    if let Some(d) = durable {
+        st.clients = d.clients;
+        st.refresh = d.refresh;
+        st.families = d.families;
+        st.stats = d.stats;
+    }
+    let st = Arc::new(Mutex::new(st));
     let (b1, b2) = (base.clone(), base.clone());
     let app = Router::new()
         .route(
