@@ -298,3 +298,33 @@ async fn a_bad_store_is_refused_and_left_untouched() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid token store"));
     assert_eq!(std::fs::read_to_string(&store).unwrap(), "{ garbage");
 }
+
+#[tokio::test]
+async fn a_forged_callback_is_refused() {
+    let f = FixtureHttp::start(&[], None).await;
+    let (_dir, agent) = logged_in(&f, &[]).await;
+    let mut ipc = agent.ipc().await;
+    // A redirect whose state no login of ours is waiting for (login CSRF, or a replay).
+    let r = ipc
+        .ask(Request::CompleteLogin {
+            state: "forged-state".into(),
+            code: Some("code-from-elsewhere".into()),
+            error: None,
+        })
+        .await;
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                error: AgentError::UnknownState
+            }
+        ),
+        "{r:?}"
+    );
+    let s = f.stats().await;
+    assert_eq!(s["codes_exchanged"], 1, "no code was exchanged for it: {s}");
+    assert!(matches!(
+        ipc.token("remote", 0).await,
+        Response::Token { .. }
+    ));
+}
