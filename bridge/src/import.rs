@@ -21,6 +21,9 @@ struct Entry {
     cwd: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
+    /// `"sse"` for entries that say `"type": "sse"` (the legacy transport); else auto.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transport: Option<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,
 }
@@ -89,6 +92,7 @@ pub fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
                 env: BTreeMap::new(),
                 cwd: None,
                 url: Some(url.to_owned()),
+                transport: (s["type"] == "sse").then_some("sse"),
                 headers: strings(&s["headers"]),
             }
         } else if let Some(cmd) = s.get("command").and_then(Value::as_str) {
@@ -108,6 +112,7 @@ pub fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
                 env: strings(&s["env"]),
                 cwd: s.get("cwd").and_then(Value::as_str).map(str::to_owned),
                 url: None,
+                transport: None,
                 headers: BTreeMap::new(),
             }
         } else {
@@ -167,13 +172,21 @@ mod tests {
             "filesystem": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/Users/me/Desktop"]},
             "my server": {"command": "python3", "args": ["srv.py"], "env": {"API_KEY": "k"}},
             "remote": {"url": "https://mcp.example.com/mcp", "headers": {"X-Team": "a"}},
+            "old": {"type": "sse", "url": "https://old.example.com/sse"},
             "off": {"command": "x", "disabled": true},
             "broken": {"foo": 1}
         }}"#;
         let (text, notes) = convert(json).unwrap();
         let (_, _, ups) = proto::config::parse_file(Path::new("config.toml"), &text).unwrap();
         let names: Vec<_> = ups.iter().map(|u| u.name.as_str()).collect();
-        assert_eq!(names, ["filesystem", "my_server", "remote"]);
+        assert_eq!(names, ["filesystem", "my_server", "old", "remote"]);
+        assert!(matches!(
+            ups[2].transport,
+            proto::config::Transport::Http {
+                transport: proto::config::HttpTransport::Sse,
+                ..
+            }
+        ));
         assert!(text.contains("server-filesystem"));
         assert!(notes.iter().any(|n| n.contains("my_server")));
         assert!(notes.iter().any(|n| n.contains("broken")));

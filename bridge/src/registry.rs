@@ -441,7 +441,11 @@ impl Registry {
                     .spawn(stdio::supervise(up.clone(), spec, stop.clone()));
             }
             Transport::Http {
-                url, auth, headers, ..
+                url,
+                auth,
+                headers,
+                transport,
+                ..
             } => {
                 let auth = match auth {
                     Auth::Named(AuthKind::None) => Ok(http::Auth::None),
@@ -460,6 +464,7 @@ impl Registry {
                             url: url.clone(),
                             auth,
                             headers: headers.clone(),
+                            transport: *transport,
                         };
                         self.tasks
                             .spawn(http::supervise(up.clone(), spec, stop.clone()));

@@ -150,7 +150,23 @@ pub enum Transport {
         /// Send the RFC 8707 `resource` parameter (off for servers such as Entra that refuse it).
         resource: bool,
         client_id: Option<String>,
+        /// Which HTTP transport to speak.
+        transport: HttpTransport,
     },
+}
+
+/// The HTTP transport of a `url` upstream (`transport = "…"` in config.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpTransport {
+    /// Streamable HTTP, falling back to the legacy HTTP+SSE transport when the server refuses
+    /// the `initialize` POST with 400, 404 or 405 (what the MCP spec asks of clients).
+    #[default]
+    Auto,
+    /// Streamable HTTP only.
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (MCP 2024-11-05) only.
+    Sse,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -209,6 +225,7 @@ struct RawUpstream {
     env: BTreeMap<String, String>,
     cwd: Option<PathBuf>,
     url: Option<String>,
+    transport: Option<HttpTransport>,
     auth: Option<Auth>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -295,11 +312,11 @@ pub fn parse_file(
                         format!("upstream {name:?} has an empty command"),
                     ));
                 }
-                if raw.auth.is_some() || !raw.headers.is_empty() {
+                if raw.auth.is_some() || !raw.headers.is_empty() || raw.transport.is_some() {
                     return Err(invalid(
                         entry_line,
                         format!(
-                            "upstream {name:?} is a stdio upstream; `auth` and `headers` apply to `url` upstreams only"
+                            "upstream {name:?} is a stdio upstream; `auth`, `headers` and `transport` apply to `url` upstreams only"
                         ),
                     ));
                 }
@@ -326,6 +343,7 @@ pub fn parse_file(
                     scopes: raw.scopes,
                     resource: raw.resource.unwrap_or(true),
                     client_id: raw.client_id,
+                    transport: raw.transport.unwrap_or_default(),
                 }
             }
             (Some(_), Some(_)) => {
@@ -461,6 +479,7 @@ pub fn load(
                 scopes: Vec::new(),
                 resource: true,
                 client_id: None,
+                transport: HttpTransport::Auto,
             },
             timing: Timing::default(),
         };
@@ -603,6 +622,26 @@ prefix = ""
         load(&env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]), with_file(src))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn http_transport_is_chosen_per_upstream() {
+        let c = load(
+            &env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]),
+            with_file(
+                "[[upstream]]\nname = \"a\"\nurl = \"http://x/sse\"\ntransport = \"sse\"\n\n[[upstream]]\nname = \"b\"\nurl = \"http://x/mcp\"\n",
+            ),
+        )
+        .unwrap();
+        let t = |i: usize| match &c.upstreams[i].transport {
+            Transport::Http { transport, .. } => *transport,
+            Transport::Stdio { .. } => panic!("not http"),
+        };
+        assert_eq!((t(0), t(1)), (HttpTransport::Sse, HttpTransport::Auto));
+        let e = err_of("[[upstream]]\nname = \"a\"\nurl = \"http://x\"\ntransport = \"pigeon\"\n");
+        assert!(e.contains("line 4") && e.contains("pigeon"), "{e}");
+        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\ntransport = \"sse\"\n");
+        assert!(e.contains("`transport` apply to `url` upstreams"), "{e}");
     }
 
     #[test]

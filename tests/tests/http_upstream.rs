@@ -192,3 +192,71 @@ async fn a_revoked_login_tells_the_user_what_to_run() {
         "[alpha] ok"
     );
 }
+
+#[tokio::test]
+async fn legacy_sse_servers_are_detected_or_forced_and_strict_mode_says_why_not() {
+    let fixture = FixtureHttp::start(&[], None).await;
+    let dir = TempDir::new("legacy");
+    let legacy = format!("{}/sse", fixture.base);
+    let entry = |name: &str, transport: &str| {
+        format!(
+            "{}\ntransport = {transport:?}\n\n",
+            oauth_entry(name, &legacy).trim_end()
+        )
+    };
+    dir.write(
+        "config.toml",
+        &(oauth_entry("old", &legacy)
+            + &entry("forced", "sse")
+            + &entry("strict", "streamable-http")),
+    );
+    let agent = AgentProc::start(dir.path(), &[]).await;
+    for name in ["old", "forced", "strict"] {
+        let out = agent.cli(&["login", name, "--no-browser"]).await;
+        assert!(
+            out.status.success(),
+            "login {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let b = Bridge::builder().in_dir(dir.path()).start().await;
+    let c = b.client().await;
+    c.wait_for_tool("old__echo", true).await;
+    c.wait_for_tool("forced__echo", true).await;
+    for (tool, msg) in [("old__echo", "auto"), ("forced__echo", "forced")] {
+        let r = c.call_tool(tool, json!({"message": msg})).await;
+        assert_eq!(text_of(&r), format!("[remote] {msg}"), "{r}");
+    }
+    // A token the server stops accepting: the legacy POST gets 401, the agent refreshes.
+    fixture.control(json!({"expire_access": true})).await;
+    let r = c
+        .call_tool("old__echo", json!({"message": "after 401"}))
+        .await;
+    assert_eq!(text_of(&r), "[remote] after 401", "{r}");
+    assert!(
+        b.logs()
+            .join("\n")
+            .contains("using the legacy HTTP+SSE transport"),
+        "the fallback is logged"
+    );
+    // Streamable HTTP only: the 405 is reported, not papered over.
+    let status = wait_for(
+        "strict to report the 405",
+        Duration::from_secs(20),
+        async || {
+            let s = b.status().await;
+            let strict = s["upstreams"]
+                .as_array()?
+                .iter()
+                .find(|u| u["name"] == "strict")?
+                .clone();
+            strict["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("405"))
+                .then_some(strict)
+        },
+    )
+    .await;
+    assert_ne!(status["state"], "ready", "{status}");
+    assert_eq!(fixture.stats().await["reuse_detected"], 0);
+}

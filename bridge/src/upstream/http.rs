@@ -3,7 +3,12 @@
 //! SSE resumption with `Last-Event-ID`, a 404 session re-initialized transparently, the GET
 //! stream for server-initiated messages, DELETE on shutdown. Bearer tokens come from the
 //! credential agent (or an environment variable); a 401 reports the token to the agent and
-//! retries once with a new one. The legacy HTTP+SSE transport (2024-11-05) is not implemented.
+//! retries once with a new one.
+//!
+//! The legacy HTTP+SSE transport (2024-11-05): when the server refuses the `initialize` POST with
+//! 400, 404 or 405 (or the config says `transport = "sse"`), the URL is opened with GET as an
+//! event stream whose first `endpoint` event names where messages are POSTed (same origin only,
+//! so the bearer token never goes elsewhere); every answer then arrives on that stream.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +25,7 @@ use super::supervisor::{self, Outcome};
 use super::{State, Upstream};
 use crate::agent_client::{AgentClient, TokenError};
 use crate::sse::SseParser;
+use proto::config::HttpTransport;
 
 /// Where the bearer token comes from.
 pub enum Auth {
@@ -33,6 +39,7 @@ pub struct HttpSpec {
     pub url: String,
     pub auth: Auth,
     pub headers: BTreeMap<String, String>,
+    pub transport: HttpTransport,
 }
 
 /// Tokens are renewed when they have less than this left.
@@ -61,7 +68,18 @@ struct Conn {
     resume_from: Mutex<Option<String>>,
     /// The server's SSE `retry` (ms): how long to wait before resuming.
     retry_ms: Mutex<Option<u64>>,
+    /// Legacy HTTP+SSE: the endpoint messages are POSTed to (`None` = Streamable HTTP) and the
+    /// task reading the event stream.
+    legacy: Mutex<Option<(String, tokio::task::JoinHandle<()>)>>,
     fail: mpsc::UnboundedSender<Failure>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some((_, task)) = lock(&self.legacy).take() {
+            task.abort();
+        }
+    }
 }
 
 pub async fn supervise(up: Arc<Upstream>, spec: HttpSpec, shutdown: CancellationToken) {
@@ -92,6 +110,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
         init: Mutex::new(None),
         resume_from: Mutex::new(None),
         retry_ms: Mutex::new(None),
+        legacy: Mutex::new(None),
         fail: fail_tx,
     });
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -127,7 +146,9 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                             let t = &up.timeouts;
                             tasks.push(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
                         }
-                        tasks.push(tokio::spawn(conn.clone().server_stream(peer.clone())));
+                        if conn.legacy_endpoint().is_none() {
+                            tasks.push(tokio::spawn(conn.clone().server_stream(peer.clone())));
+                        }
                         up.became_ready(&peer);
                     }
                     Err(e) => {
@@ -148,6 +169,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                 up.set_conn(None);
                 peer.close("the bridge is shutting down");
                 conn.delete_session().await;
+                conn.stop_legacy();
                 for t in tasks { t.abort(); }
                 sender.abort();
                 return Outcome::Shutdown;
@@ -155,6 +177,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
         }
     };
     up.set_conn(None);
+    conn.stop_legacy();
     for t in tasks {
         t.abort();
     }
@@ -173,6 +196,24 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
             Outcome::NeedsLogin { reason }
         }
     }
+}
+
+/// Resolves a legacy stream's `endpoint` event against the upstream URL; only the same origin
+/// is accepted, so messages (and the bearer token) never go to another server.
+fn legacy_endpoint(base: &url::Url, data: &str) -> Result<url::Url, String> {
+    let endpoint = base
+        .join(data.trim())
+        .map_err(|e| format!("the legacy SSE endpoint {data:?} is not a URL: {e}"))?;
+    if endpoint.origin() != base.origin() {
+        return Err(format!(
+            "the legacy SSE endpoint {endpoint} is on another origin than {base}; refusing to send messages (and the token) there"
+        ));
+    }
+    Ok(endpoint)
+}
+
+fn s_of(resp: &reqwest::Response) -> u16 {
+    resp.status().as_u16()
 }
 
 fn unix_now() -> u64 {
@@ -213,7 +254,17 @@ impl Conn {
         token: Option<&str>,
         with_session: bool,
     ) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(method, &self.spec.url);
+        self.request_to(&self.spec.url, method, token, with_session)
+    }
+
+    fn request_to(
+        &self,
+        url: &str,
+        method: reqwest::Method,
+        token: Option<&str>,
+        with_session: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, url);
         for (k, v) in &self.spec.headers {
             req = req.header(k, v);
         }
@@ -245,6 +296,17 @@ impl Conn {
             .get("id")
             .filter(|_| msg.get("method").is_some())
             .cloned();
+        if is_init
+            && self.spec.transport == HttpTransport::Sse
+            && self.legacy_endpoint().is_none()
+            && let Err(f) = self.open_legacy(peer).await
+        {
+            let _ = self.fail.send(f);
+            return;
+        }
+        if self.legacy_endpoint().is_some() {
+            return self.post_legacy(peer, line, id.as_ref()).await;
+        }
         let mut rejected = false;
         for _ in 0..3 {
             let token = match self.bearer().await {
@@ -280,19 +342,9 @@ impl Conn {
                         return;
                     }
                     rejected = true;
-                    lock(&self.token).take();
-                    if let (Auth::Agent(agent), Some(t)) = (&self.spec.auth, token) {
-                        tracing::info!(upstream = %self.up.name, "upstream answered 401; asking the agent for a new token");
-                        if let Err(e) = agent.token_rejected(&self.up.name, &t).await {
-                            let f = match e {
-                                TokenError::Agent(e @ proto::AgentError::NeedsLogin { .. }) => {
-                                    Failure::NeedsLogin(e.to_string())
-                                }
-                                e => Failure::Broken(e.to_string()),
-                            };
-                            let _ = self.fail.send(f);
-                            return;
-                        }
+                    if let Err(f) = self.reject(token).await {
+                        let _ = self.fail.send(f);
+                        return;
                     }
                     continue;
                 }
@@ -305,6 +357,14 @@ impl Conn {
                         return;
                     }
                     continue;
+                }
+                400 | 404 | 405 if is_init && self.spec.transport == HttpTransport::Auto => {
+                    tracing::info!(upstream = %self.up.name, status = s_of(&resp), "the initialize POST was refused; trying the legacy HTTP+SSE transport");
+                    if let Err(f) = self.open_legacy(peer).await {
+                        let _ = self.fail.send(f);
+                        return;
+                    }
+                    return self.post_legacy(peer, line, id.as_ref()).await;
                 }
                 s if !(200..300).contains(&s) => {
                     let body: String = resp
@@ -344,6 +404,162 @@ impl Conn {
             let done = self.read_sse(peer, resp, id.as_ref(), is_init).await;
             if let (false, Some(id)) = (done, &id) {
                 self.resume(peer, id, is_init).await;
+            }
+            return;
+        }
+    }
+
+    /// The upstream refused `token` (401): drop it and tell the agent, which refreshes.
+    async fn reject(&self, token: Option<String>) -> Result<(), Failure> {
+        lock(&self.token).take();
+        if let (Auth::Agent(agent), Some(t)) = (&self.spec.auth, token) {
+            tracing::info!(upstream = %self.up.name, "upstream answered 401; asking the agent for a new token");
+            agent
+                .token_rejected(&self.up.name, &t)
+                .await
+                .map_err(|e| match e {
+                    TokenError::Agent(e @ proto::AgentError::NeedsLogin { .. }) => {
+                        Failure::NeedsLogin(e.to_string())
+                    }
+                    e => Failure::Broken(e.to_string()),
+                })?;
+        }
+        Ok(())
+    }
+
+    fn legacy_endpoint(&self) -> Option<String> {
+        lock(&self.legacy).as_ref().map(|(e, _)| e.clone())
+    }
+
+    fn stop_legacy(&self) {
+        if let Some((_, task)) = lock(&self.legacy).take() {
+            task.abort();
+        }
+    }
+
+    /// Opens the legacy event stream, waits (up to the startup timeout) for its `endpoint`
+    /// event, and leaves a task dispatching the stream's messages; its end ends the connection.
+    async fn open_legacy(&self, peer: &Arc<RpcPeer>) -> Result<(), Failure> {
+        let base = url::Url::parse(&self.spec.url)
+            .map_err(|e| Failure::Broken(format!("bad url {}: {e}", self.spec.url)))?;
+        let mut rejected = false;
+        let resp = loop {
+            let token = self.bearer().await?;
+            let resp = self
+                .request(reqwest::Method::GET, token.as_deref(), false)
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .map_err(|e| Failure::Broken(format!("cannot reach {}: {e}", self.spec.url)))?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !rejected {
+                rejected = true;
+                self.reject(token).await?;
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(Failure::Broken(format!(
+                    "{} speaks neither Streamable HTTP nor the legacy SSE transport (GET answered HTTP {})",
+                    self.spec.url,
+                    resp.status().as_u16()
+                )));
+            }
+            break resp;
+        };
+        let mut parser = SseParser::new(64 * 1024 * 1024);
+        let mut body = resp.bytes_stream();
+        let mut early = Vec::new();
+        let endpoint = tokio::time::timeout(self.up.timeouts.startup, async {
+            while let Some(Ok(chunk)) = body.next().await {
+                let Ok(events) = parser.push(&chunk) else {
+                    return None;
+                };
+                let mut found = None;
+                for e in events {
+                    if found.is_none() && e.event.as_deref() == Some("endpoint") {
+                        found = Some(e.data);
+                    } else if found.is_some() {
+                        early.push(e);
+                    }
+                }
+                if found.is_some() {
+                    return found;
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            Failure::Broken(format!(
+                "{}: the legacy SSE stream sent no endpoint event",
+                self.spec.url
+            ))
+        })?;
+        let endpoint = legacy_endpoint(&base, &endpoint).map_err(Failure::Broken)?;
+        tracing::info!(upstream = %self.up.name, endpoint = %endpoint, "using the legacy HTTP+SSE transport");
+        let (up, peer, fail) = (self.up.clone(), peer.clone(), self.fail.clone());
+        let task = tokio::spawn(async move {
+            let dispatch = |e: crate::sse::SseEvent| {
+                let is_message = e.event.as_deref().is_none_or(|t| t == "message");
+                if let (true, Ok(v)) = (is_message, serde_json::from_str::<Value>(&e.data)) {
+                    super::dispatch(&up, &peer, v);
+                }
+            };
+            early.into_iter().for_each(dispatch);
+            while let Some(Ok(chunk)) = body.next().await {
+                let Ok(events) = parser.push(&chunk) else {
+                    break;
+                };
+                events.into_iter().for_each(dispatch);
+            }
+            let _ = fail.send(Failure::Broken("the legacy SSE stream closed".into()));
+        });
+        *lock(&self.legacy) = Some((endpoint.to_string(), task));
+        Ok(())
+    }
+
+    /// Legacy transport: POSTs one message to the endpoint; the answer comes on the stream.
+    async fn post_legacy(&self, peer: &Arc<RpcPeer>, line: Bytes, id: Option<&Value>) {
+        let Some(endpoint) = self.legacy_endpoint() else {
+            return;
+        };
+        let mut rejected = false;
+        loop {
+            let token = match self.bearer().await {
+                Ok(t) => t,
+                Err(f) => {
+                    let _ = self.fail.send(f);
+                    return;
+                }
+            };
+            let resp = self
+                .request_to(&endpoint, reqwest::Method::POST, token.as_deref(), false)
+                .header("content-type", "application/json")
+                .body(line.clone())
+                .send()
+                .await;
+            let status = match resp {
+                Ok(r) => r.status(),
+                Err(e) => {
+                    let _ = self
+                        .fail
+                        .send(Failure::Broken(format!("cannot reach {endpoint}: {e}")));
+                    return;
+                }
+            };
+            if status == reqwest::StatusCode::UNAUTHORIZED && !rejected {
+                rejected = true;
+                if let Err(f) = self.reject(token).await {
+                    let _ = self.fail.send(f);
+                    return;
+                }
+                continue;
+            }
+            if !status.is_success()
+                && let Some(id) = id
+            {
+                peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream answered HTTP {}", status.as_u16())}}));
             }
             return;
         }
@@ -514,5 +730,36 @@ impl Conn {
                 .send(),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_endpoints_must_stay_on_the_same_origin() {
+        let base = url::Url::parse("https://mcp.example.com/sse").unwrap();
+        let ok = |d: &str| legacy_endpoint(&base, d).map(|u| u.to_string());
+        assert_eq!(
+            ok("/messages?sessionId=1").unwrap(),
+            "https://mcp.example.com/messages?sessionId=1"
+        );
+        assert_eq!(
+            ok(" messages?x=1\n").unwrap(),
+            "https://mcp.example.com/messages?x=1"
+        );
+        assert_eq!(
+            ok("https://mcp.example.com/m").unwrap(),
+            "https://mcp.example.com/m"
+        );
+        for evil in [
+            "https://evil.example/messages",
+            "//evil.example/messages",
+            "http://mcp.example.com/messages",
+            "https://mcp.example.com:8443/messages",
+        ] {
+            assert!(ok(evil).is_err(), "{evil}");
+        }
     }
 }

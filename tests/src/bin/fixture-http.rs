@@ -5,7 +5,10 @@
 //! registration (RFC 7591), PKCE S256 verification, short-lived access tokens, rotating refresh
 //! tokens with reuse detection (a reused refresh token revokes its whole family), revocation
 //! (RFC 7009), auto-approve or password-form consent.
-//! Resource server: Streamable HTTP MCP at `/mcp` requiring a valid bearer token.
+//! Resource server: Streamable HTTP MCP at `/mcp` requiring a valid bearer token, and the same
+//! tools over the legacy HTTP+SSE transport (2024-11-05): `GET /sse` opens the stream whose first
+//! event names `/messages?sessionId=…`, answers arrive on the stream (`POST /sse` is 405, as on a
+//! legacy-only server).
 //! Test switches: `POST /control` with `{"token_fail", "token_delay_ms", "revoke_all",
 //! "drop_next_sse", "forget_sessions", "access_ttl"}`; `GET /control/stats`.
 //!
@@ -88,6 +91,8 @@ struct St {
     sessions: HashMap<String, ()>,
     /// Stream id → events (id, data) kept for Last-Event-ID replay.
     streams: HashMap<String, Vec<(String, String)>>,
+    /// Legacy SSE sessions: id → the open stream.
+    legacy: HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 type S = Arc<Mutex<St>>;
@@ -458,10 +463,39 @@ async fn mcp_post(State(s): State<S>, headers: HeaderMap, body: String) -> Respo
     if !st.sessions.contains_key(sid) {
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     }
+    if method == "tools/call" && msg["params"]["name"] == "sse_echo" {
+        let id = msg["id"].clone();
+        let args = &msg["params"]["arguments"];
+        let reply = json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": format!("[remote-sse] {}", args["message"].as_str().unwrap_or(""))}]}}).to_string();
+        let stream = random("st-");
+        let events = vec![
+            (format!("{stream}:0"), String::new()),
+            (format!("{stream}:1"), reply),
+        ];
+        st.streams.insert(stream.clone(), events.clone());
+        let shown = if std::mem::take(&mut st.drop_next_sse) {
+            &events[..1]
+        } else {
+            &events[..]
+        };
+        // Dropping the stream after the priming event: the client must resume with GET.
+        return (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            sse_body(shown),
+        )
+            .into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/json")], answer(&msg)).into_response()
+}
+
+/// The answer to a request after `initialize` (both transports).
+fn answer(msg: &Value) -> String {
+    let id = msg["id"].clone();
+    let method = msg["method"].as_str().unwrap_or("");
     let reply = |result: Value| json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
     let text = |t: String| json!({"content": [{"type": "text", "text": t}]});
     let args = msg["params"]["arguments"].clone();
-    let out = match method {
+    match method {
         "ping" => reply(json!({})),
         "tools/list" => reply(json!({"tools": [
             {"name": "echo", "description": "echo", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}},
@@ -469,19 +503,64 @@ async fn mcp_post(State(s): State<S>, headers: HeaderMap, body: String) -> Respo
         ]})),
         "tools/call" => match msg["params"]["name"].as_str().unwrap_or("") {
             "echo" => reply(text(format!("[remote] {}", args["message"].as_str().unwrap_or("")))),
-            "sse_echo" => {
-                let stream = random("st-");
-                let events = vec![(format!("{stream}:0"), String::new()), (format!("{stream}:1"), reply(text(format!("[remote-sse] {}", args["message"].as_str().unwrap_or("")))))];
-                st.streams.insert(stream.clone(), events.clone());
-                let shown = if std::mem::take(&mut st.drop_next_sse) { &events[..1] } else { &events[..] };
-                // Dropping the stream after the priming event: the client must resume with GET.
-                return ([(header::CONTENT_TYPE, "text/event-stream")], sse_body(shown)).into_response();
-            }
             other => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("Unknown tool: {other}")}}).to_string(),
         },
         other => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("Method not found: {other}")}}).to_string(),
+    }
+}
+
+/// Legacy transport: the stream. Its first event names where to POST messages.
+async fn legacy_get(State(s): State<S>, headers: HeaderMap) -> Response {
+    let mut st = s.lock().unwrap();
+    if let Err(r) = check_bearer(&mut st, &headers) {
+        return r;
+    }
+    let sid = random("legacy-");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tx.send(format!(
+        "event: endpoint\ndata: /messages?sessionId={sid}\n\n"
+    ))
+    .unwrap();
+    st.legacy.insert(sid, tx);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|ev| (Ok::<_, std::convert::Infallible>(ev), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Legacy transport: a message from the client; the answer goes out on its stream.
+async fn legacy_post(
+    State(s): State<S>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut st = s.lock().unwrap();
+    if let Err(r) = check_bearer(&mut st, &headers) {
+        return r;
+    }
+    st.stats.mcp_requests += 1;
+    let Some(tx) = q.get("sessionId").and_then(|id| st.legacy.get(id)).cloned() else {
+        return (StatusCode::NOT_FOUND, "unknown session").into_response();
     };
-    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+    let Ok(msg) = serde_json::from_str::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    if msg.get("id").is_some() && msg.get("method").is_some() {
+        let out = if msg["method"] == "initialize" {
+            json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"protocolVersion": "2024-11-05", "capabilities": {"tools": {}}, "serverInfo": {"name": "fixture-http-legacy", "version": "1"}}}).to_string()
+        } else {
+            answer(&msg)
+        };
+        let _ = tx.send(format!("event: message\ndata: {out}\n\n"));
+    }
+    StatusCode::ACCEPTED.into_response()
 }
 
 async fn mcp_get(State(s): State<S>, headers: HeaderMap) -> Response {
@@ -564,6 +643,7 @@ async fn main() {
         drop_next_sse: false,
         sessions: HashMap::new(),
         streams: HashMap::new(),
+        legacy: HashMap::new(),
     };
     if let Some(d) = durable {
         st.clients = d.clients;
@@ -572,11 +652,15 @@ async fn main() {
         st.stats = d.stats;
     }
     let st = Arc::new(Mutex::new(st));
-    let (b1, b2) = (base.clone(), base.clone());
+    let (b1, b2, b3) = (base.clone(), base.clone(), base.clone());
     let app = Router::new()
         .route(
             "/.well-known/oauth-protected-resource/mcp",
             get(move || async move { axum::Json(prm(&b1)) }),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(move || async move { axum::Json(prm(&b3)) }),
         )
         .route(
             "/.well-known/oauth-authorization-server",
@@ -589,6 +673,8 @@ async fn main() {
         .route("/control", post(control))
         .route("/control/stats", get(stats))
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
+        .route("/sse", get(legacy_get))
+        .route("/messages", post(legacy_post))
         .with_state(st);
     eprintln!("fixture-http listening on {base}");
     axum::serve(listener, app).await.unwrap();
