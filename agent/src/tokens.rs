@@ -28,6 +28,9 @@ fn refresh_due(l: &store::Login) -> u64 {
 
 const MIN_REFRESH_GAP_SECS: u64 = 5;
 
+/// Automatic re-logins after `invalid_grant` are at least this far apart per upstream.
+const AUTO_LOGIN_GAP: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -60,6 +63,8 @@ pub struct Agent {
     http: reqwest::Client,
     password: OwnerPassword,
     pending: Mutex<HashMap<String, PendingLogin>>,
+    /// When each upstream last got an automatic re-login after `invalid_grant`.
+    auto_logins: Mutex<HashMap<String, std::time::Instant>>,
     /// Bumped when a login changes, to wake the background refreshers.
     changed: watch::Sender<u64>,
 }
@@ -126,6 +131,7 @@ impl Agent {
             http: oauth::http_client(),
             password,
             pending: Mutex::new(HashMap::new()),
+            auto_logins: Mutex::new(HashMap::new()),
             changed: watch::Sender::new(0),
         }))
     }
@@ -296,6 +302,7 @@ impl Agent {
         let Some(login) = st.upstreams.get_mut(upstream) else {
             return Err(needs_login(upstream));
         };
+        let mut revoked = false;
         let outcome = match result {
             Ok(t) => {
                 let at = now();
@@ -318,6 +325,7 @@ impl Agent {
                 Ok(())
             }
             Err(OAuthError::InvalidGrant) => {
+                revoked = true;
                 login.needs_login = true;
                 login.access_token = None;
                 login.last_error =
@@ -340,7 +348,50 @@ impl Agent {
         }
         drop(st);
         self.changed.send_modify(|n| *n += 1);
+        if revoked && self.relogin_headless(upstream).await {
+            return Ok(());
+        }
         outcome
+    }
+
+    /// After `invalid_grant` (the login was revoked or expired at the server): a new login
+    /// without a person when consent can be given headlessly — the server approves at once, or
+    /// its password form takes the owner password. At most once a minute per upstream, so a
+    /// server that keeps revoking is not logged into in a loop. True if the login is back.
+    async fn relogin_headless(&self, upstream: &str) -> bool {
+        {
+            let mut last = self
+                .auto_logins
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last
+                .get(upstream)
+                .is_some_and(|t| t.elapsed() < AUTO_LOGIN_GAP)
+            {
+                return false;
+            }
+            last.insert(upstream.to_owned(), std::time::Instant::now());
+        }
+        match self.login(upstream).await {
+            Ok(Response::Ack) => {
+                tracing::warn!(
+                    upstream,
+                    "the login was lost (invalid_grant); logged in again headlessly"
+                );
+                true
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    upstream,
+                    "the login was lost (invalid_grant) and consent needs a person: run `mcp-cred-agent login {upstream}`"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(upstream, error = %e, "the login was lost (invalid_grant); a headless login failed");
+                false
+            }
+        }
     }
 
     async fn login(&self, upstream: &str) -> Result<Response, AgentError> {

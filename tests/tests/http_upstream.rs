@@ -164,8 +164,9 @@ async fn a_revoked_login_tells_the_user_what_to_run() {
     let s = setup().await;
     let b = s.bridge().await;
     let c = b.client().await;
+    // Revoked, and the owner no longer consents, so no headless re-login can save it.
     s.fixture
-        .control(json!({"revoke_all": true, "expire_access": true}))
+        .control(json!({"revoke_all": true, "expire_access": true, "deny_consent": true}))
         .await;
     let r = c.call_tool("remote__echo", json!({"message": "x"})).await;
     assert!(
@@ -191,6 +192,32 @@ async fn a_revoked_login_tells_the_user_what_to_run() {
         text_of(&c.call_tool("alpha__echo", json!({"message": "ok"})).await),
         "[alpha] ok"
     );
+}
+
+#[tokio::test]
+async fn a_revoked_login_is_restored_headlessly_when_consent_needs_no_person() {
+    let s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    s.fixture
+        .control(json!({"revoke_all": true, "expire_access": true}))
+        .await;
+    // 401 → the agent's refresh meets invalid_grant → it logs in again on its own (the fixture
+    // approves at once) → the call goes through.
+    let r = c
+        .call_tool("remote__echo", json!({"message": "still here"}))
+        .await;
+    assert_eq!(text_of(&r), "[remote] still here", "{r}");
+    let stats = s.fixture.stats().await;
+    assert_eq!(stats["codes_exchanged"], 2, "one new login: {stats}");
+    assert_eq!(stats["reuse_detected"], 0, "{stats}");
+    let agent = s.agent.as_ref().unwrap();
+    agent
+        .proc
+        .wait_log("the re-login to be logged", |l| {
+            l.contains("logged in again headlessly")
+        })
+        .await;
 }
 
 #[tokio::test]

@@ -228,7 +228,9 @@ async fn a_revoked_refresh_token_means_needs_login() {
     let (_dir, agent) = logged_in(&f, &[]).await;
     let mut ipc = agent.ipc().await;
     let t = token_of(&ipc.token("remote", 0).await);
-    f.control(json!({"revoke_all": true})).await;
+    // Revoked, and the owner no longer consents: no headless re-login can save it.
+    f.control(json!({"revoke_all": true, "deny_consent": true}))
+        .await;
     // The server refuses the access token; the refresh that follows meets invalid_grant.
     ipc.ask(Request::TokenRejected {
         upstream: "remote".into(),
@@ -244,7 +246,8 @@ async fn a_revoked_refresh_token_means_needs_login() {
         }
         other => panic!("{other:?}"),
     }
-    // And a new login fixes it.
+    // And a new login fixes it once the owner consents again.
+    f.control(json!({"deny_consent": false})).await;
     let out = agent.cli(&["login", "remote", "--no-browser"]).await;
     assert!(out.status.success());
     assert!(matches!(

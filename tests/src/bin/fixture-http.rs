@@ -10,7 +10,8 @@
 //! event names `/messages?sessionId=…`, answers arrive on the stream (`POST /sse` is 405, as on a
 //! legacy-only server).
 //! Test switches: `POST /control` with `{"token_fail", "token_delay_ms", "revoke_all",
-//! "drop_next_sse", "forget_sessions", "access_ttl"}`; `GET /control/stats`.
+//! "drop_next_sse", "forget_sessions", "access_ttl", "expire_access", "deny_consent"}`;
+//! `GET /control/stats`.
 //!
 //! Flags: `--consent auto|password` (password from `FIXTURE_OWNER_PASSWORD`),
 //! `--access-ttl SECS`, `--port N`, `--state FILE` (keep registered clients, refresh tokens,
@@ -87,6 +88,8 @@ struct St {
     stats: Stats,
     token_fail: bool,
     token_delay_ms: u64,
+    /// The owner refuses consent: `/authorize` shows a page with no way forward.
+    deny_consent: bool,
     drop_next_sse: bool,
     sessions: HashMap<String, ()>,
     /// Stream id → events (id, data) kept for Last-Event-ID replay.
@@ -212,6 +215,13 @@ async fn authorize_get(State(s): State<S>, Query(q): Query<HashMap<String, Strin
     let mut st = s.lock().unwrap();
     if let Err(e) = authorize_checks(&st, &q) {
         return (StatusCode::BAD_REQUEST, e).into_response();
+    }
+    if st.deny_consent {
+        return (
+            StatusCode::FORBIDDEN,
+            Html("<html><body>The owner has not allowed this client.</body></html>"),
+        )
+            .into_response();
     }
     if st.password.is_none() {
         return Redirect::to(&grant(&mut st, &q)).into_response();
@@ -351,6 +361,9 @@ async fn control(State(s): State<S>, axum::Json(c): axum::Json<Value>) -> Status
     let mut st = s.lock().unwrap();
     if let Some(v) = c["token_fail"].as_bool() {
         st.token_fail = v;
+    }
+    if let Some(v) = c["deny_consent"].as_bool() {
+        st.deny_consent = v;
     }
     if let Some(v) = c["token_delay_ms"].as_u64() {
         st.token_delay_ms = v;
@@ -640,6 +653,7 @@ async fn main() {
         stats: Stats::default(),
         token_fail: false,
         token_delay_ms: 0,
+        deny_consent: false,
         drop_next_sse: false,
         sessions: HashMap::new(),
         streams: HashMap::new(),
