@@ -65,6 +65,8 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Option<Value>, OA
 pub struct Challenge {
     pub resource_metadata: Option<String>,
     pub scope: Option<String>,
+    /// `error`, e.g. `insufficient_scope` on a 403.
+    pub error: Option<String>,
 }
 
 /// Parses `WWW-Authenticate: Bearer k="v", k2=v2`.
@@ -96,6 +98,7 @@ pub fn parse_challenge(header: &str) -> Challenge {
         match key.as_str() {
             "resource_metadata" => c.resource_metadata = Some(value.to_owned()),
             "scope" => c.scope = Some(value.to_owned()),
+            "error" => c.error = Some(value.to_owned()),
             _ => {}
         }
         s = next.trim_start_matches([',', ' ']);

@@ -65,6 +65,11 @@ pub struct Agent {
     pending: Mutex<HashMap<String, PendingLogin>>,
     /// When each upstream last got an automatic re-login after `invalid_grant`.
     auto_logins: Mutex<HashMap<String, std::time::Instant>>,
+    /// Scopes upstreams asked for with 403 `insufficient_scope`, added to every later login
+    /// (in memory; granted scopes are in the store and asked for again anyway).
+    extra_scopes: Mutex<HashMap<String, Vec<String>>>,
+    /// When each upstream last had a step-up login.
+    step_ups: Mutex<HashMap<String, std::time::Instant>>,
     /// Bumped when a login changes, to wake the background refreshers.
     changed: watch::Sender<u64>,
 }
@@ -132,6 +137,8 @@ impl Agent {
             password,
             pending: Mutex::new(HashMap::new()),
             auto_logins: Mutex::new(HashMap::new()),
+            extra_scopes: Mutex::new(HashMap::new()),
+            step_ups: Mutex::new(HashMap::new()),
             changed: watch::Sender::new(0),
         }))
     }
@@ -150,6 +157,10 @@ impl Agent {
                 upstream,
                 token_fingerprint,
             } => self.token_rejected(&upstream, &token_fingerprint).await,
+            Request::ScopeRequired {
+                upstream,
+                challenge,
+            } => self.scope_required(&upstream, &challenge).await,
             Request::Login { upstream } => self.login(&upstream).await,
             Request::CompleteLogin { state, code, error } => {
                 self.complete_login(&state, code, error).await
@@ -354,6 +365,74 @@ impl Agent {
         outcome
     }
 
+    /// Step-up authorization: the upstream answered 403 `insufficient_scope`. A new login asks
+    /// for the named scopes on top of the granted ones, headlessly where possible; at most once
+    /// a minute per upstream (the MCP spec asks clients to limit scope upgrade attempts).
+    async fn scope_required(
+        &self,
+        upstream: &str,
+        challenge: &str,
+    ) -> Result<Response, AgentError> {
+        self.known(upstream)?;
+        let failed = |reason: String| AgentError::LoginFailed {
+            upstream: upstream.to_owned(),
+            reason,
+        };
+        let c = oauth::parse_challenge(challenge);
+        if c.error.as_deref() != Some("insufficient_scope") {
+            return Err(failed(
+                "the upstream refused the request (403) without asking for more scope".into(),
+            ));
+        }
+        let wanted: Vec<String> = c
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if wanted.is_empty() {
+            return Err(failed(
+                "the upstream asked for more scope (403 insufficient_scope) without naming it"
+                    .into(),
+            ));
+        }
+        {
+            let mut extra = self
+                .extra_scopes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let e = extra.entry(upstream.to_owned()).or_default();
+            for w in &wanted {
+                if !e.contains(w) {
+                    e.push(w.clone());
+                }
+            }
+        }
+        let how = format!("mcp-cred-agent login {upstream}");
+        {
+            let mut last = self.step_ups.lock().unwrap_or_else(PoisonError::into_inner);
+            if last
+                .get(upstream)
+                .is_some_and(|t| t.elapsed() < AUTO_LOGIN_GAP)
+            {
+                return Err(failed(format!(
+                    "the upstream wants scope {:?}, and a step-up login was tried less than a minute ago; run `{how}`",
+                    wanted.join(" ")
+                )));
+            }
+            last.insert(upstream.to_owned(), std::time::Instant::now());
+        }
+        tracing::info!(upstream, scope = %wanted.join(" "), "the upstream asked for more scope; logging in again");
+        match self.login(upstream).await? {
+            Response::Ack => Ok(Response::Ack),
+            _ => Err(failed(format!(
+                "the upstream wants scope {:?}, which needs your consent: run `{how}`",
+                wanted.join(" ")
+            ))),
+        }
+    }
+
     /// After `invalid_grant` (the login was revoked or expired at the server): a new login
     /// without a person when consent can be given headlessly — the server approves at once, or
     /// its password form takes the owner password. At most once a minute per upstream, so a
@@ -400,9 +479,30 @@ impl Agent {
             upstream: upstream.to_owned(),
             reason,
         };
-        let d = oauth::discover(&self.http, &cfg.url, &cfg.scopes)
+        let mut d = oauth::discover(&self.http, &cfg.url, &cfg.scopes)
             .await
             .map_err(|e| failed(e.to_string()))?;
+        // A new login keeps what was granted before and what the server asked for since.
+        let granted = self
+            .state
+            .lock()
+            .await
+            .upstreams
+            .get(upstream)
+            .map(|l| l.scopes.clone())
+            .unwrap_or_default();
+        let extra = self
+            .extra_scopes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(upstream)
+            .cloned()
+            .unwrap_or_default();
+        for s in granted.into_iter().chain(extra) {
+            if !d.scopes.contains(&s) {
+                d.scopes.push(s);
+            }
+        }
         let creds = match cfg.client_id.as_deref() {
             Some(id) => oauth::ClientCreds::public(id),
             None => self

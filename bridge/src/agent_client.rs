@@ -134,6 +134,20 @@ impl AgentClient {
         }
     }
 
+    /// The upstream answered 403 with this `WWW-Authenticate` challenge (`insufficient_scope`).
+    pub async fn scope_required(&self, upstream: &str, challenge: &str) -> Result<(), TokenError> {
+        match self
+            .request(Request::ScopeRequired {
+                upstream: upstream.to_owned(),
+                challenge: challenge.to_owned(),
+            })
+            .await?
+        {
+            Response::Error { error } => Err(TokenError::Agent(error)),
+            _ => Ok(()),
+        }
+    }
+
     pub async fn token_rejected(&self, upstream: &str, token: &str) -> Result<(), TokenError> {
         let fp = proto::token_fingerprint(token);
         match self

@@ -65,6 +65,14 @@ pub enum Request {
         upstream: String,
         token_fingerprint: String,
     },
+    /// The upstream answered 403 `insufficient_scope`; `challenge` is its `WWW-Authenticate`.
+    /// The agent logs in again asking for the scopes named there as well as those already
+    /// granted (headless where possible): `Ack` once a token with them exists, else an error
+    /// that says what the user must do.
+    ScopeRequired {
+        upstream: String,
+        challenge: String,
+    },
     /// Log in to `upstream`: discovery, registration, consent (headless where possible).
     Login {
         upstream: String,
@@ -261,6 +269,10 @@ mod tests {
             Request::TokenRejected {
                 upstream: "overseer".into(),
                 token_fingerprint: "abc".into(),
+            },
+            Request::ScopeRequired {
+                upstream: "overseer".into(),
+                challenge: "Bearer error=\"insufficient_scope\", scope=\"a b\"".into(),
             },
             Request::CompleteLogin {
                 state: "s".into(),

@@ -287,3 +287,54 @@ async fn legacy_sse_servers_are_detected_or_forced_and_strict_mode_says_why_not(
     assert_ne!(status["state"], "ready", "{status}");
     assert_eq!(fixture.stats().await["reuse_detected"], 0);
 }
+
+#[tokio::test]
+async fn insufficient_scope_gets_a_step_up_login_then_the_call_goes_through() {
+    let s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    // The login asked for the server's advertised scope ("mcp"); admin_echo needs "admin" too.
+    let r = c
+        .call_tool("remote__admin_echo", json!({"message": "root"}))
+        .await;
+    assert_eq!(text_of(&r), "[remote admin] root", "{r}");
+    let stats = s.fixture.stats().await;
+    assert_eq!(stats["codes_exchanged"], 2, "one step-up login: {stats}");
+    // The new login kept the old scope: plain tools still work, and nothing logs in again.
+    let r = c
+        .call_tool("remote__echo", json!({"message": "plain"}))
+        .await;
+    assert_eq!(text_of(&r), "[remote] plain", "{r}");
+    let r = c
+        .call_tool("remote__admin_echo", json!({"message": "again"}))
+        .await;
+    assert_eq!(text_of(&r), "[remote admin] again", "{r}");
+    assert_eq!(s.fixture.stats().await["codes_exchanged"], 2);
+}
+
+#[tokio::test]
+async fn a_step_up_that_needs_a_person_says_so_and_the_upstream_stays_up() {
+    let s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    s.fixture.control(json!({"deny_consent": true})).await;
+    let r = c
+        .call_tool("remote__admin_echo", json!({"message": "root"}))
+        .await;
+    let msg = error_text(&r);
+    assert!(
+        msg.contains("needs more scope") && msg.contains("mcp-cred-agent login remote"),
+        "{r}"
+    );
+    // Only that call failed: the connection and the other tools are fine.
+    let r = c
+        .call_tool("remote__echo", json!({"message": "plain"}))
+        .await;
+    assert_eq!(text_of(&r), "[remote] plain", "{r}");
+    // A second attempt within the minute does not start another login.
+    let r = c
+        .call_tool("remote__admin_echo", json!({"message": "root"}))
+        .await;
+    assert!(error_text(&r).contains("less than a minute ago"), "{r}");
+    assert_eq!(s.fixture.stats().await["codes_exchanged"], 1);
+}

@@ -212,6 +212,16 @@ fn legacy_endpoint(base: &url::Url, data: &str) -> Result<url::Url, String> {
     Ok(endpoint)
 }
 
+/// The `WWW-Authenticate` of a 403 that asks for more scope (RFC 6750 `insufficient_scope`).
+fn insufficient_scope(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.contains("insufficient_scope"))
+        .map(str::to_owned)
+}
+
 fn s_of(resp: &reqwest::Response) -> u16 {
     resp.status().as_u16()
 }
@@ -307,7 +317,7 @@ impl Conn {
         if self.legacy_endpoint().is_some() {
             return self.post_legacy(peer, line, id.as_ref()).await;
         }
-        let mut rejected = false;
+        let (mut rejected, mut stepped_up) = (false, false);
         for _ in 0..3 {
             let token = match self.bearer().await {
                 Ok(t) => t,
@@ -357,6 +367,26 @@ impl Conn {
                         return;
                     }
                     continue;
+                }
+                403 if !stepped_up
+                    && let (Auth::Agent(agent), Some(challenge)) =
+                        (&self.spec.auth, insufficient_scope(&resp)) =>
+                {
+                    // Step-up: the agent logs in again with the scopes the server named.
+                    stepped_up = true;
+                    tracing::info!(upstream = %self.up.name, "upstream answered 403 insufficient_scope; asking the agent for a step-up login");
+                    match agent.scope_required(&self.up.name, &challenge).await {
+                        Ok(()) => {
+                            lock(&self.token).take();
+                            continue;
+                        }
+                        Err(e) => {
+                            if let Some(id) = &id {
+                                peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream '{}' needs more scope: {e}", self.up.name)}}));
+                            }
+                            return;
+                        }
+                    }
                 }
                 400 | 404 | 405 if is_init && self.spec.transport == HttpTransport::Auto => {
                     tracing::info!(upstream = %self.up.name, status = s_of(&resp), "the initialize POST was refused; trying the legacy HTTP+SSE transport");

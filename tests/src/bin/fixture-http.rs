@@ -436,6 +436,18 @@ fn check_bearer(st: &mut St, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// The scope of the family the request's bearer token belongs to.
+fn bearer_scope(st: &St, headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| st.access.get(t))
+        .and_then(|(fam, _)| st.families.get(fam))
+        .map(|f| f.scope.clone())
+        .unwrap_or_default()
+}
+
 fn sse_body(events: &[(String, String)]) -> String {
     events
         .iter()
@@ -476,6 +488,21 @@ async fn mcp_post(State(s): State<S>, headers: HeaderMap, body: String) -> Respo
     if !st.sessions.contains_key(sid) {
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     }
+    if method == "tools/call" && msg["params"]["name"] == "admin_echo" {
+        let scope = bearer_scope(&st, &headers);
+        if !scope.split_whitespace().any(|s| s == "admin") {
+            let challenge = format!(
+                "Bearer error=\"insufficient_scope\", scope=\"mcp admin\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+                st.base
+            );
+            return (
+                StatusCode::FORBIDDEN,
+                [(header::WWW_AUTHENTICATE, challenge)],
+                "insufficient_scope",
+            )
+                .into_response();
+        }
+    }
     if method == "tools/call" && msg["params"]["name"] == "sse_echo" {
         let id = msg["id"].clone();
         let args = &msg["params"]["arguments"];
@@ -513,9 +540,11 @@ fn answer(msg: &Value) -> String {
         "tools/list" => reply(json!({"tools": [
             {"name": "echo", "description": "echo", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}},
             {"name": "sse_echo", "description": "echo over an SSE answer", "inputSchema": {"type": "object"}},
+            {"name": "admin_echo", "description": "echo that needs the admin scope", "inputSchema": {"type": "object"}},
         ]})),
         "tools/call" => match msg["params"]["name"].as_str().unwrap_or("") {
             "echo" => reply(text(format!("[remote] {}", args["message"].as_str().unwrap_or("")))),
+            "admin_echo" => reply(text(format!("[remote admin] {}", args["message"].as_str().unwrap_or("")))),
             other => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("Unknown tool: {other}")}}).to_string(),
         },
         other => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("Method not found: {other}")}}).to_string(),
