@@ -235,7 +235,11 @@ async fn legacy_sse_servers_are_detected_or_forced_and_strict_mode_says_why_not(
         "config.toml",
         &(oauth_entry("old", &legacy)
             + &entry("forced", "sse")
-            + &entry("strict", "streamable-http")),
+            + &entry("strict", "streamable-http")
+            + &format!(
+                "[[upstream]]\nname = \"neither\"\nurl = \"{}/nothing\"\n\n",
+                fixture.base
+            )),
     );
     let agent = AgentProc::start(dir.path(), &[]).await;
     for name in ["old", "forced", "strict"] {
@@ -285,6 +289,19 @@ async fn legacy_sse_servers_are_detected_or_forced_and_strict_mode_says_why_not(
     )
     .await;
     assert_ne!(status["state"], "ready", "{status}");
+    // Neither transport: both answers are in the error.
+    wait_for("neither to report both refusals", Duration::from_secs(20), async || {
+        let s = b.status().await;
+        let e = s["upstreams"]
+            .as_array()?
+            .iter()
+            .find(|u| u["name"] == "neither")?["last_error"]
+            .as_str()?
+            .to_owned();
+        e.contains("the initialize POST got HTTP 404, the SSE GET got HTTP 404")
+            .then_some(())
+    })
+    .await;
     assert_eq!(fixture.stats().await["reuse_detected"], 0);
 }
 

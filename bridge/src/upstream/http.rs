@@ -222,10 +222,6 @@ fn insufficient_scope(resp: &reqwest::Response) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn s_of(resp: &reqwest::Response) -> u16 {
-    resp.status().as_u16()
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -309,7 +305,7 @@ impl Conn {
         if is_init
             && self.spec.transport == HttpTransport::Sse
             && self.legacy_endpoint().is_none()
-            && let Err(f) = self.open_legacy(peer).await
+            && let Err(f) = self.open_legacy(peer, None).await
         {
             let _ = self.fail.send(f);
             return;
@@ -319,12 +315,8 @@ impl Conn {
         }
         let (mut rejected, mut stepped_up) = (false, false);
         for _ in 0..3 {
-            let token = match self.bearer().await {
-                Ok(t) => t,
-                Err(f) => {
-                    let _ = self.fail.send(f);
-                    return;
-                }
+            let Some(token) = self.bearer_or_report().await else {
+                return;
             };
             let resp = self
                 .request(reqwest::Method::POST, token.as_deref(), !is_init)
@@ -388,9 +380,9 @@ impl Conn {
                         }
                     }
                 }
-                400 | 404 | 405 if is_init && self.spec.transport == HttpTransport::Auto => {
-                    tracing::info!(upstream = %self.up.name, status = s_of(&resp), "the initialize POST was refused; trying the legacy HTTP+SSE transport");
-                    if let Err(f) = self.open_legacy(peer).await {
+                s @ (400 | 404 | 405) if is_init && self.spec.transport == HttpTransport::Auto => {
+                    tracing::info!(upstream = %self.up.name, status = s, "the initialize POST was refused; trying the legacy HTTP+SSE transport");
+                    if let Err(f) = self.open_legacy(peer, Some(s)).await {
                         let _ = self.fail.send(f);
                         return;
                     }
@@ -439,6 +431,17 @@ impl Conn {
         }
     }
 
+    /// The bearer token, or `None` after reporting why there is none (the connection ends).
+    async fn bearer_or_report(&self) -> Option<Option<String>> {
+        match self.bearer().await {
+            Ok(t) => Some(t),
+            Err(f) => {
+                let _ = self.fail.send(f);
+                None
+            }
+        }
+    }
+
     /// The upstream refused `token` (401): drop it and tell the agent, which refreshes.
     async fn reject(&self, token: Option<String>) -> Result<(), Failure> {
         lock(&self.token).take();
@@ -469,7 +472,8 @@ impl Conn {
 
     /// Opens the legacy event stream, waits (up to the startup timeout) for its `endpoint`
     /// event, and leaves a task dispatching the stream's messages; its end ends the connection.
-    async fn open_legacy(&self, peer: &Arc<RpcPeer>) -> Result<(), Failure> {
+    /// `refused` is the status the Streamable HTTP `initialize` POST got, if one was tried.
+    async fn open_legacy(&self, peer: &Arc<RpcPeer>, refused: Option<u16>) -> Result<(), Failure> {
         let base = url::Url::parse(&self.spec.url)
             .map_err(|e| Failure::Broken(format!("bad url {}: {e}", self.spec.url)))?;
         let mut rejected = false;
@@ -487,8 +491,11 @@ impl Conn {
                 continue;
             }
             if !resp.status().is_success() {
+                let post = refused.map_or(String::new(), |s| {
+                    format!("the initialize POST got HTTP {s}, ")
+                });
                 return Err(Failure::Broken(format!(
-                    "{} speaks neither Streamable HTTP nor the legacy SSE transport (GET answered HTTP {})",
+                    "{} speaks neither Streamable HTTP nor the legacy SSE transport ({post}the SSE GET got HTTP {})",
                     self.spec.url,
                     resp.status().as_u16()
                 )));
@@ -556,12 +563,8 @@ impl Conn {
         };
         let mut rejected = false;
         loop {
-            let token = match self.bearer().await {
-                Ok(t) => t,
-                Err(f) => {
-                    let _ = self.fail.send(f);
-                    return;
-                }
+            let Some(token) = self.bearer_or_report().await else {
+                return;
             };
             let resp = self
                 .request_to(&endpoint, reqwest::Method::POST, token.as_deref(), false)
@@ -653,12 +656,8 @@ impl Conn {
             // The server's `retry` says when to come back (MUST be respected); else soon.
             let wait = lock(&self.retry_ms).unwrap_or(100) * u64::from(attempt + 1);
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            let token = match self.bearer().await {
-                Ok(t) => t,
-                Err(f) => {
-                    let _ = self.fail.send(f);
-                    return;
-                }
+            let Some(token) = self.bearer_or_report().await else {
+                return;
             };
             let resp = self
                 .request(reqwest::Method::GET, token.as_deref(), true)
