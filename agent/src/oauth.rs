@@ -38,6 +38,25 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Reads a body of at most `max` bytes; more is an error, so a hostile server cannot make the
+/// agent buffer without bound (a declared length over `max` is refused before reading).
+pub async fn read_capped(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    use futures_util::StreamExt;
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("an answer over {max} bytes"));
+    }
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if out.len() + chunk.len() > max {
+            return Err(format!("an answer over {max} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 async fn get_json(http: &reqwest::Client, url: &str) -> Result<Option<Value>, OAuthError> {
     let resp = http
         .get(url)
@@ -48,15 +67,9 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Option<Value>, OA
     if !resp.status().is_success() {
         return Ok(None);
     }
-    let bytes = resp
-        .bytes()
+    let bytes = read_capped(resp, MAX_DOC)
         .await
-        .map_err(|e| OAuthError::Transient(e.to_string()))?;
-    if bytes.len() > MAX_DOC {
-        return Err(OAuthError::Protocol(format!(
-            "{url} answered a document over {MAX_DOC} bytes"
-        )));
-    }
+        .map_err(|e| OAuthError::Protocol(format!("{url}: {e}")))?;
     Ok(serde_json::from_slice(&bytes).ok())
 }
 
@@ -390,9 +403,10 @@ pub async fn register(
         .await
         .map_err(|e| OAuthError::Transient(format!("registration: {e}")))?;
     let status = resp.status();
-    let v: Value = resp
-        .json()
+    let body = read_capped(resp, MAX_DOC)
         .await
+        .map_err(|e| OAuthError::Protocol(format!("registration answer: {e}")))?;
+    let v: Value = serde_json::from_slice(&body)
         .map_err(|e| OAuthError::Protocol(format!("registration answer: {e}")))?;
     if !status.is_success() {
         return Err(OAuthError::Discovery(format!(
@@ -487,17 +501,22 @@ pub struct Tokens {
     pub scopes: Option<Vec<String>>,
 }
 
+/// Why a token endpoint request got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(transparent)]
+    Send(#[from] reqwest::Error),
+    #[error("{0}")]
+    Body(String),
+}
+
 /// The reqwest 0.13 adapter for `oauth2` (its built-in one targets reqwest 0.12).
 struct Http<'a>(&'a reqwest::Client);
 
 impl<'c> oauth2::AsyncHttpClient<'c> for Http<'_> {
-    type Error = reqwest::Error;
+    type Error = HttpError;
     type Future = std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<oauth2::HttpResponse, reqwest::Error>>
-                + Send
-                + 'c,
-        >,
+        Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, HttpError>> + Send + 'c>,
     >;
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
@@ -508,7 +527,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Http<'_> {
 async fn send(
     http: &reqwest::Client,
     req: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, reqwest::Error> {
+) -> Result<oauth2::HttpResponse, HttpError> {
     let (parts, body) = req.into_parts();
     let resp = http
         .request(parts.method, parts.uri.to_string())
@@ -517,7 +536,7 @@ async fn send(
         .send()
         .await?;
     let (status, headers) = (resp.status(), resp.headers().clone());
-    let mut out = http::Response::new(resp.bytes().await?.to_vec());
+    let mut out = http::Response::new(read_capped(resp, MAX_DOC).await.map_err(HttpError::Body)?);
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     Ok(out)

@@ -9,8 +9,9 @@ pub struct SseEvent {
     pub retry: Option<u64>,
 }
 
-/// Feeds chunks with [`SseParser::push`]; lines longer than `max_line` are an error so a hostile
-/// server cannot grow the buffer without bound.
+/// Feeds chunks with [`SseParser::push`]; a line, or the data of one event, longer than
+/// `max_line` is an error, so a hostile server cannot grow the buffers without bound (not with one
+/// endless line, nor with endless `data:` lines and no blank line).
 #[derive(Debug)]
 pub struct SseParser {
     buf: Vec<u8>,
@@ -20,7 +21,7 @@ pub struct SseParser {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("SSE line longer than {0} bytes")]
+#[error("SSE line or event longer than {0} bytes")]
 pub struct LineTooLong(pub usize);
 
 impl SseParser {
@@ -57,10 +58,15 @@ impl SseParser {
             start = next;
         }
         self.buf.drain(..start);
-        if self.buf.len() > self.max_line {
+        if self.buf.len() > self.max_line || self.cur.data.len() > self.max_line {
             return Err(LineTooLong(self.max_line));
         }
         Ok(out)
+    }
+
+    /// Bytes held between calls: never more than twice `max_line` after an `Ok`.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.cur.data.len()
     }
 
     fn line(&mut self, line: &str, out: &mut Vec<SseEvent>) {
@@ -130,5 +136,15 @@ mod tests {
     fn long_lines_are_refused() {
         let mut p = SseParser::new(8);
         assert!(p.push(b"data: 0123456789").is_err());
+    }
+
+    #[test]
+    fn an_endless_event_is_refused() {
+        let mut p = SseParser::new(64);
+        let refused = (0..100).any(|_| p.push(b"data: 0123456789\n").is_err());
+        assert!(
+            refused,
+            "data lines without a blank line must not grow without bound"
+        );
     }
 }

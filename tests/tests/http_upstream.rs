@@ -290,17 +290,21 @@ async fn legacy_sse_servers_are_detected_or_forced_and_strict_mode_says_why_not(
     .await;
     assert_ne!(status["state"], "ready", "{status}");
     // Neither transport: both answers are in the error.
-    wait_for("neither to report both refusals", Duration::from_secs(20), async || {
-        let s = b.status().await;
-        let e = s["upstreams"]
-            .as_array()?
-            .iter()
-            .find(|u| u["name"] == "neither")?["last_error"]
-            .as_str()?
-            .to_owned();
-        e.contains("the initialize POST got HTTP 404, the SSE GET got HTTP 404")
-            .then_some(())
-    })
+    wait_for(
+        "neither to report both refusals",
+        Duration::from_secs(20),
+        async || {
+            let s = b.status().await;
+            let e = s["upstreams"]
+                .as_array()?
+                .iter()
+                .find(|u| u["name"] == "neither")?["last_error"]
+                .as_str()?
+                .to_owned();
+            e.contains("the initialize POST got HTTP 404, the SSE GET got HTTP 404")
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(fixture.stats().await["reuse_detected"], 0);
 }
@@ -354,4 +358,21 @@ async fn a_step_up_that_needs_a_person_says_so_and_the_upstream_stays_up() {
         .await;
     assert!(error_text(&r).contains("less than a minute ago"), "{r}");
     assert_eq!(s.fixture.stats().await["codes_exchanged"], 1);
+}
+
+#[tokio::test]
+async fn an_oversized_upstream_answer_is_refused_not_buffered() {
+    let s = setup().await;
+    let b = s.bridge().await;
+    let c = b.client().await;
+    let r = c.call_tool("remote__huge", json!({})).await;
+    assert!(
+        error_text(&r).contains("an answer over 67108864 bytes"),
+        "{}",
+        &r.to_string()[..200.min(r.to_string().len())]
+    );
+    let r = c
+        .call_tool("remote__echo", json!({"message": "fine"}))
+        .await;
+    assert_eq!(text_of(&r), "[remote] fine", "{r}");
 }

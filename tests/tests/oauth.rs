@@ -331,3 +331,21 @@ async fn a_forged_callback_is_refused() {
         Response::Token { .. }
     ));
 }
+
+#[tokio::test]
+async fn oversized_metadata_is_refused() {
+    let f = FixtureHttp::start(&[], None).await;
+    f.control(json!({"huge_metadata": true})).await;
+    let dir = TempDir::new("agent");
+    dir.write("config.toml", &oauth_entry("remote", &f.mcp_url()));
+    let agent = AgentProc::start(dir.path(), &[]).await;
+    let out = agent.cli(&["login", "remote", "--no-browser"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("an answer over 262144 bytes"), "{err}");
+    assert!(
+        err.len() < 2000,
+        "the error does not carry the document: {} bytes",
+        err.len()
+    );
+}

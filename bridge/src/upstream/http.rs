@@ -42,6 +42,27 @@ pub struct HttpSpec {
     pub transport: HttpTransport,
 }
 
+/// Largest answer read from an upstream: the bound on a stdio message.
+const MAX_ANSWER: usize = super::stdio::MAX_MESSAGE;
+
+/// Reads a body of at most `max` bytes; more (declared or sent) is an error, so a hostile or
+/// broken server cannot make the bridge buffer without bound.
+async fn read_capped(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("an answer over {max} bytes"));
+    }
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("a broken answer ({e})"))?;
+        if out.len() + chunk.len() > max {
+            return Err(format!("an answer over {max} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// Tokens are renewed when they have less than this left.
 const TOKEN_MARGIN: u64 = 30;
 
@@ -389,13 +410,8 @@ impl Conn {
                     return self.post_legacy(peer, line, id.as_ref()).await;
                 }
                 s if !(200..300).contains(&s) => {
-                    let body: String = resp
-                        .text()
-                        .await
-                        .unwrap_or_default()
-                        .chars()
-                        .take(300)
-                        .collect();
+                    let body = read_capped(resp, 4096).await.unwrap_or_default();
+                    let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
                     if let Some(id) = &id {
                         peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream answered HTTP {s}: {body}")}}));
                     }
@@ -417,9 +433,20 @@ impl Conn {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|c| c.starts_with("text/event-stream"));
             if !sse {
-                let body = resp.bytes().await.unwrap_or_default();
-                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                    self.deliver(peer, v, is_init);
+                let answer = read_capped(resp, MAX_ANSWER).await.and_then(|body| {
+                    if body.is_empty() && id.is_none() {
+                        return Ok(None);
+                    }
+                    serde_json::from_slice::<Value>(&body)
+                        .map(Some)
+                        .map_err(|e| format!("an answer that is not JSON ({e})"))
+                });
+                match (answer, &id) {
+                    (Ok(Some(v)), _) => self.deliver(peer, v, is_init),
+                    (Err(e), Some(id)) => {
+                        peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream sent {e}")}}));
+                    }
+                    _ => {}
                 }
                 return;
             }
@@ -705,7 +732,7 @@ impl Conn {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         *lock(&self.session) = sid;
-        let _ = resp.bytes().await;
+        let _ = read_capped(resp, MAX_ANSWER).await;
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let _ = self
             .request(reqwest::Method::POST, token.as_deref(), true)

@@ -29,7 +29,7 @@ pub struct StdioSpec {
 }
 
 /// Longest stdout line accepted from a child; longer lines are dropped with a warning.
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Longest stderr line logged; the rest of the line is cut.
 const MAX_STDERR_LINE: usize = 8 * 1024;
 /// How long a child gets after its stdin closes, and again after SIGTERM.

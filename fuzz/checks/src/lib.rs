@@ -227,6 +227,10 @@ pub fn sse(data: &[u8]) {
         if bytewise.push(std::slice::from_ref(b)).is_err() {
             break;
         }
+        assert!(
+            bytewise.buffered() <= 2 * MAX_LINE,
+            "the parser grew past its limit"
+        );
     }
 }
 

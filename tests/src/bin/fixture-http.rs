@@ -10,7 +10,8 @@
 //! event names `/messages?sessionId=…`, answers arrive on the stream (`POST /sse` is 405, as on a
 //! legacy-only server).
 //! Test switches: `POST /control` with `{"token_fail", "token_delay_ms", "revoke_all",
-//! "drop_next_sse", "forget_sessions", "access_ttl", "expire_access", "deny_consent"}`;
+//! "drop_next_sse", "forget_sessions", "access_ttl", "expire_access", "deny_consent",
+//! "huge_metadata"}`;
 //! `GET /control/stats`.
 //!
 //! Flags: `--consent auto|password` (password from `FIXTURE_OWNER_PASSWORD`),
@@ -90,6 +91,8 @@ struct St {
     token_delay_ms: u64,
     /// The owner refuses consent: `/authorize` shows a page with no way forward.
     deny_consent: bool,
+    /// The protected-resource metadata is 1 MiB of JSON.
+    huge_metadata: bool,
     drop_next_sse: bool,
     sessions: HashMap<String, ()>,
     /// Stream id → events (id, data) kept for Last-Event-ID replay.
@@ -362,6 +365,9 @@ async fn control(State(s): State<S>, axum::Json(c): axum::Json<Value>) -> Status
     if let Some(v) = c["token_fail"].as_bool() {
         st.token_fail = v;
     }
+    if let Some(v) = c["huge_metadata"].as_bool() {
+        st.huge_metadata = v;
+    }
     if let Some(v) = c["deny_consent"].as_bool() {
         st.deny_consent = v;
     }
@@ -503,6 +509,16 @@ async fn mcp_post(State(s): State<S>, headers: HeaderMap, body: String) -> Respo
                 .into_response();
         }
     }
+    if method == "tools/call" && msg["params"]["name"] == "huge" {
+        // 65 MiB, one byte over the bridge's 64 MiB bound on an answer.
+        let pad = "x".repeat(65 * 1024 * 1024);
+        let out = json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"content": [{"type": "text", "text": pad}]}});
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            out.to_string(),
+        )
+            .into_response();
+    }
     if method == "tools/call" && msg["params"]["name"] == "sse_echo" {
         let id = msg["id"].clone();
         let args = &msg["params"]["arguments"];
@@ -541,6 +557,7 @@ fn answer(msg: &Value) -> String {
             {"name": "echo", "description": "echo", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}},
             {"name": "sse_echo", "description": "echo over an SSE answer", "inputSchema": {"type": "object"}},
             {"name": "admin_echo", "description": "echo that needs the admin scope", "inputSchema": {"type": "object"}},
+            {"name": "huge", "description": "a 65 MiB answer", "inputSchema": {"type": "object"}},
         ]})),
         "tools/call" => match msg["params"]["name"].as_str().unwrap_or("") {
             "echo" => reply(text(format!("[remote] {}", args["message"].as_str().unwrap_or("")))),
@@ -683,6 +700,7 @@ async fn main() {
         token_fail: false,
         token_delay_ms: 0,
         deny_consent: false,
+        huge_metadata: false,
         drop_next_sse: false,
         sessions: HashMap::new(),
         streams: HashMap::new(),
@@ -699,7 +717,13 @@ async fn main() {
     let app = Router::new()
         .route(
             "/.well-known/oauth-protected-resource/mcp",
-            get(move || async move { axum::Json(prm(&b1)) }),
+            get(move |State(s): State<S>| async move {
+                let mut doc = prm(&b1);
+                if s.lock().unwrap().huge_metadata {
+                    doc["padding"] = Value::String("x".repeat(1024 * 1024));
+                }
+                axum::Json(doc)
+            }),
         )
         .route(
             "/.well-known/oauth-protected-resource",
