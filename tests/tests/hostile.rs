@@ -150,3 +150,40 @@ async fn slow_bodies_get_408_and_a_closed_connection() {
     );
     still_serving(&b).await;
 }
+
+#[tokio::test]
+async fn smuggled_requests_never_get_past_the_guard() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Bridge::builder().start().await;
+    // Content-Length and Transfer-Encoding together, with a second request hidden where one
+    // of the two framings says the body is: whichever framing wins, the hidden request (to
+    // /status with a rebinding Host) must meet the Host guard, never be answered.
+    let attacks: [&[u8]; 2] = [
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+          Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+          GET /status HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+          Content-Length: 0\r\nContent-Length: 48\r\n\r\n\
+          GET /status HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+    ];
+    for attack in attacks {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.port))
+            .await
+            .unwrap();
+        s.write_all(attack).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            s.read_to_end(&mut answer),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&answer);
+        eprintln!("{}", text.lines().next().unwrap_or_default());
+        assert!(
+            !text.contains("\"upstreams\""),
+            "a smuggled request was served: {text}"
+        );
+        assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+    }
+    still_serving(&b).await;
+}
