@@ -263,8 +263,9 @@ pub struct ServerMetadata {
 pub fn server_metadata(meta: &Value, issuer: &str) -> Result<ServerMetadata, OAuthError> {
     if meta["issuer"].as_str() != Some(issuer) {
         return Err(OAuthError::Discovery(format!(
-            "authorization server metadata says issuer {}, expected {issuer:?}",
-            short(&meta["issuer"].to_string())
+            "authorization server metadata says issuer {}, expected {:?}",
+            short(&meta["issuer"].to_string()),
+            short(issuer)
         )));
     }
     let s256 = meta["code_challenge_methods_supported"]
@@ -272,7 +273,8 @@ pub fn server_metadata(meta: &Value, issuer: &str) -> Result<ServerMetadata, OAu
         .is_some_and(|a| a.iter().any(|m| m == "S256"));
     if !s256 {
         return Err(OAuthError::Discovery(format!(
-            "{issuer} does not list PKCE S256 in code_challenge_methods_supported; refusing to log in without PKCE"
+            "{} does not list PKCE S256 in code_challenge_methods_supported; refusing to log in without PKCE",
+            short(issuer)
         )));
     }
     let field = |k: &str| meta[k].as_str().map(str::to_owned);
@@ -302,7 +304,7 @@ async fn authorization_server_metadata(
     issuer: &str,
 ) -> Result<Value, OAuthError> {
     let url = Url::parse(issuer)
-        .map_err(|e| OAuthError::Discovery(format!("bad issuer {issuer}: {e}")))?;
+        .map_err(|e| OAuthError::Discovery(format!("bad issuer {}: {e}", short(issuer))))?;
     let origin = url.origin().ascii_serialization();
     let path = url.path().trim_end_matches('/');
     let candidates = if path.is_empty() {
@@ -322,10 +324,10 @@ async fn authorization_server_metadata(
             return Ok(v);
         }
     }
-    Err(OAuthError::Discovery(format!(
+    Err(OAuthError::Discovery(short(&format!(
         "no authorization server metadata for {issuer} (tried {})",
         candidates.join(", ")
-    )))
+    ))))
 }
 
 /// How the client authenticates at the token endpoint.
@@ -557,7 +559,10 @@ fn token_error<E: std::error::Error + 'static>(
             {
                 OAuthError::Transient(x.clone())
             }
-            other => OAuthError::Protocol(format!("token endpoint error: {other:?}")),
+            other => OAuthError::Protocol(format!(
+                "token endpoint error: {}",
+                short(&format!("{other:?}"))
+            )),
         },
         RequestTokenError::Request(e) => OAuthError::Transient(e.to_string()),
         // A 5xx with a body that is not an OAuth error lands here.
