@@ -349,3 +349,39 @@ async fn oversized_metadata_is_refused() {
         err.len()
     );
 }
+
+#[tokio::test]
+async fn a_rotation_lost_to_a_crash_heals_with_a_headless_login() {
+    // The one window rotation cannot close: the server rotated, the agent died before it
+    // stored the new refresh token. A strict server then sees the old one as reuse and revokes
+    // the login; with headless consent the agent logs in again by itself.
+    let f = FixtureHttp::start(&["--access-ttl", "3"], None).await;
+    let (dir, mut agent) = logged_in(&f, &[]).await;
+    f.control(json!({"hang_after_rotate": true})).await;
+    wait_for(
+        "the background refresh to rotate",
+        Duration::from_secs(30),
+        async || (f.stats().await["refreshes"] == 1).then_some(()),
+    )
+    .await;
+    signal(agent.proc.child.id() as i32, libc::SIGKILL);
+    wait_exit(&mut agent.proc.child, Duration::from_secs(10));
+    f.control(json!({"hang_after_rotate": false})).await;
+    agent = AgentProc::start(dir.path(), &[]).await;
+    let mut ipc = agent.ipc().await;
+    // The stored token has expired: the refresh with the rotated-away token is reuse.
+    assert!(
+        matches!(ipc.token("remote", 0).await, Response::Token { .. }),
+        "{}",
+        agent.proc.text()
+    );
+    let s = f.stats().await;
+    assert_eq!(s["reuse_detected"], 1, "{s}");
+    assert_eq!(s["codes_exchanged"], 2, "one headless login healed it: {s}");
+    agent
+        .proc
+        .wait_log("the re-login to be logged", |l| {
+            l.contains("logged in again headlessly")
+        })
+        .await;
+}

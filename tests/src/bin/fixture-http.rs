@@ -11,7 +11,7 @@
 //! legacy-only server).
 //! Test switches: `POST /control` with `{"token_fail", "token_delay_ms", "revoke_all",
 //! "drop_next_sse", "forget_sessions", "access_ttl", "expire_access", "deny_consent",
-//! "huge_metadata"}`;
+//! "huge_metadata", "hang_after_rotate"}`;
 //! `GET /control/stats`.
 //!
 //! Flags: `--consent auto|password` (password from `FIXTURE_OWNER_PASSWORD`),
@@ -93,6 +93,8 @@ struct St {
     deny_consent: bool,
     /// The protected-resource metadata is 1 MiB of JSON.
     huge_metadata: bool,
+    /// A refresh rotates the tokens, then the answer never comes (a crash window).
+    hang_after_rotate: bool,
     drop_next_sse: bool,
     sessions: HashMap<String, ()>,
     /// Stream id → events (id, data) kept for Last-Event-ID replay.
@@ -276,9 +278,19 @@ async fn token(State(s): State<S>, Form(f): Form<HashMap<String, String>>) -> Re
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let mut st = s.lock().unwrap();
-    let answer = token_locked(&mut st, &f);
-    save(&st);
+    let (answer, hang) = {
+        let mut st = s.lock().unwrap();
+        let answer = token_locked(&mut st, &f);
+        save(&st);
+        let hang = st.hang_after_rotate
+            && f.get("grant_type").map(String::as_str) == Some("refresh_token")
+            && answer.status().is_success();
+        (answer, hang)
+    };
+    if hang {
+        // The rotation is done and stored here; the client never hears of it.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     answer
 }
 
@@ -364,6 +376,9 @@ async fn control(State(s): State<S>, axum::Json(c): axum::Json<Value>) -> Status
     let mut st = s.lock().unwrap();
     if let Some(v) = c["token_fail"].as_bool() {
         st.token_fail = v;
+    }
+    if let Some(v) = c["hang_after_rotate"].as_bool() {
+        st.hang_after_rotate = v;
     }
     if let Some(v) = c["huge_metadata"].as_bool() {
         st.huge_metadata = v;
@@ -701,6 +716,7 @@ async fn main() {
         token_delay_ms: 0,
         deny_consent: false,
         huge_metadata: false,
+        hang_after_rotate: false,
         drop_next_sse: false,
         sessions: HashMap::new(),
         streams: HashMap::new(),
