@@ -31,6 +31,20 @@ const MIN_REFRESH_GAP_SECS: u64 = 5;
 /// Automatic re-logins after `invalid_grant` are at least this far apart per upstream.
 const AUTO_LOGIN_GAP: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// True (and noted) if `upstream` had no automatic login of this kind in the last
+/// [`AUTO_LOGIN_GAP`]; false otherwise.
+fn first_in_a_while(last: &Mutex<HashMap<String, std::time::Instant>>, upstream: &str) -> bool {
+    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+    if last
+        .get(upstream)
+        .is_some_and(|t| t.elapsed() < AUTO_LOGIN_GAP)
+    {
+        return false;
+    }
+    last.insert(upstream.to_owned(), std::time::Instant::now());
+    true
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -410,18 +424,11 @@ impl Agent {
             }
         }
         let how = format!("mcp-cred-agent login {upstream}");
-        {
-            let mut last = self.step_ups.lock().unwrap_or_else(PoisonError::into_inner);
-            if last
-                .get(upstream)
-                .is_some_and(|t| t.elapsed() < AUTO_LOGIN_GAP)
-            {
-                return Err(failed(format!(
-                    "the upstream wants scope {:?}, and a step-up login was tried less than a minute ago; run `{how}`",
-                    wanted.join(" ")
-                )));
-            }
-            last.insert(upstream.to_owned(), std::time::Instant::now());
+        if !first_in_a_while(&self.step_ups, upstream) {
+            return Err(failed(format!(
+                "the upstream wants scope {:?}, and a step-up login was tried less than a minute ago; run `{how}`",
+                wanted.join(" ")
+            )));
         }
         tracing::info!(upstream, scope = %wanted.join(" "), "the upstream asked for more scope; logging in again");
         match self.login(upstream).await? {
@@ -438,18 +445,8 @@ impl Agent {
     /// its password form takes the owner password. At most once a minute per upstream, so a
     /// server that keeps revoking is not logged into in a loop. True if the login is back.
     async fn relogin_headless(&self, upstream: &str) -> bool {
-        {
-            let mut last = self
-                .auto_logins
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if last
-                .get(upstream)
-                .is_some_and(|t| t.elapsed() < AUTO_LOGIN_GAP)
-            {
-                return false;
-            }
-            last.insert(upstream.to_owned(), std::time::Instant::now());
+        if !first_in_a_while(&self.auto_logins, upstream) {
+            return false;
         }
         match self.login(upstream).await {
             Ok(Response::Ack) => {

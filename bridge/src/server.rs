@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -69,7 +69,6 @@ pub fn router(
         )
         .route("/status", get(status))
         .route("/oauth/callback", get(oauth_callback))
-        .layer(DefaultBodyLimit::max(limits.max_bytes))
         .layer(axum::middleware::from_fn_with_state(limits, read_body))
         .layer(axum::middleware::from_fn_with_state(
             guard,

@@ -97,9 +97,7 @@ struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if let Some((_, task)) = lock(&self.legacy).take() {
-            task.abort();
-        }
+        self.stop_legacy();
     }
 }
 

@@ -373,18 +373,18 @@ async fn revoke(State(s): State<S>, Form(f): Form<HashMap<String, String>>) -> S
 }
 
 async fn control(State(s): State<S>, axum::Json(c): axum::Json<Value>) -> StatusCode {
-    let mut st = s.lock().unwrap();
-    if let Some(v) = c["token_fail"].as_bool() {
-        st.token_fail = v;
-    }
-    if let Some(v) = c["hang_after_rotate"].as_bool() {
-        st.hang_after_rotate = v;
-    }
-    if let Some(v) = c["huge_metadata"].as_bool() {
-        st.huge_metadata = v;
-    }
-    if let Some(v) = c["deny_consent"].as_bool() {
-        st.deny_consent = v;
+    let mut guard = s.lock().unwrap();
+    let st = &mut *guard;
+    for (key, flag) in [
+        ("token_fail", &mut st.token_fail),
+        ("hang_after_rotate", &mut st.hang_after_rotate),
+        ("huge_metadata", &mut st.huge_metadata),
+        ("deny_consent", &mut st.deny_consent),
+        ("drop_next_sse", &mut st.drop_next_sse),
+    ] {
+        if let Some(v) = c[key].as_bool() {
+            *flag = v;
+        }
     }
     if let Some(v) = c["token_delay_ms"].as_u64() {
         st.token_delay_ms = v;
@@ -392,14 +392,11 @@ async fn control(State(s): State<S>, axum::Json(c): axum::Json<Value>) -> Status
     if let Some(v) = c["access_ttl"].as_u64() {
         st.access_ttl = v;
     }
-    if let Some(v) = c["drop_next_sse"].as_bool() {
-        st.drop_next_sse = v;
-    }
     if c["revoke_all"] == true {
         for f in st.families.values_mut() {
             f.revoked = true;
         }
-        save(&st);
+        save(st);
     }
     if c["expire_access"] == true {
         for (_, exp) in st.access.values_mut() {
