@@ -97,6 +97,15 @@ async fn serve() -> anyhow::Result<()> {
         Ok(p) => tracing::info!(file = %p.display(), "logging"),
         Err(e) => eprintln!("{e}"),
     }
+    let failed = crate::sys::harden_process();
+    if failed.is_empty() {
+        tracing::info!(
+            dumpable = crate::sys::is_dumpable(),
+            "core dumps off; the process is not dumpable or ptrace-able by other processes"
+        );
+    } else {
+        tracing::warn!(failed = ?failed, "could not fully protect the agent's memory");
+    }
     let agent = crate::tokens::Agent::new(&config, crate::consent::OwnerPassword::from_env())?;
     agent.spawn_refreshers();
     let listener = crate::server::bind(&socket).await?;

@@ -28,9 +28,19 @@ impl OwnerPassword {
     /// Reads the password: `op read <ref>` (10 s timeout), else the env var. Never logged.
     pub async fn read(&self) -> Result<Option<Secret>, String> {
         if let Some(r) = &self.op_ref {
+            // `op` gets the basics and its own `OP_*` session/service-account variables, never
+            // the agent's (the owner password, the socket path).
+            let op_vars: Vec<String> = std::env::vars()
+                .map(|(k, _)| k)
+                .filter(|k| k.starts_with("OP_"))
+                .collect();
+            let env =
+                proto::childenv::child_env(std::env::vars(), &op_vars, &Default::default());
             let run = tokio::process::Command::new("op")
                 .arg("read")
                 .arg(r)
+                .env_clear()
+                .envs(env)
                 .kill_on_drop(true)
                 .output();
             return match tokio::time::timeout(Duration::from_secs(10), run).await {
@@ -172,9 +182,11 @@ pub async fn headless(
     authorization_url: &str,
     redirect_uri: &str,
     password: &OwnerPassword,
+    allow_local: bool,
 ) -> Result<Outcome, String> {
     let mut url = Url::parse(authorization_url).map_err(|e| e.to_string())?;
     for _ in 0..5 {
+        crate::netguard::check_url(url.as_str(), allow_local).await?;
         let resp = http
             .get(url.clone())
             .send()
@@ -218,6 +230,13 @@ pub async fn headless(
             })
             .collect();
         let target = url.join(&form.action).map_err(|e| e.to_string())?;
+        // The owner password goes only back to the server that showed the form.
+        if target.origin() != url.origin() {
+            return Ok(Outcome::NeedsBrowser(format!(
+                "the consent form posts to another origin ({}); not sending the owner password there",
+                target.origin().ascii_serialization()
+            )));
+        }
         let resp = if form.method == "post" {
             http.post(target).form(&pairs).send().await
         } else {

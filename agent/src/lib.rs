@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod consent;
 pub mod login;
+pub mod netguard;
 pub mod oauth;
 pub mod server;
 pub mod store;

@@ -67,8 +67,11 @@ async fn browser_login(
         } else {
             "xdg-open"
         };
+        let env = proto::childenv::child_env(std::env::vars(), &[], &Default::default());
         let _ = std::process::Command::new(opener)
             .arg(url)
+            .env_clear()
+            .envs(env)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();

@@ -133,11 +133,20 @@ pub struct Discovered {
 }
 
 /// Finds the authorization server of the MCP server at `mcp_url`.
+///
+/// Every URL the network names (a challenge's `resource_metadata`, the issuer, the endpoints)
+/// must be global unless `allow_local` (see [`crate::netguard`]); `mcp_url` is the user's.
 pub async fn discover(
     http: &reqwest::Client,
     mcp_url: &str,
     configured_scopes: &[String],
+    allow_local: bool,
 ) -> Result<Discovered, OAuthError> {
+    let guard = async |u: &str| {
+        crate::netguard::check_url(u, allow_local)
+            .await
+            .map_err(|e| OAuthError::Discovery(short(&e)))
+    };
     let url = Url::parse(mcp_url)
         .map_err(|e| OAuthError::Discovery(format!("bad upstream URL {mcp_url}: {e}")))?;
     // An unauthenticated request draws the 401 challenge that names the metadata.
@@ -174,6 +183,9 @@ pub async fn discover(
         ));
     }
     candidates.push(format!("{origin}/.well-known/oauth-protected-resource"));
+    if let Some(m) = &challenge.resource_metadata {
+        guard(m).await?;
+    }
     let mut prm = None;
     for c in &candidates {
         if let Some(v) = get_json(http, c).await? {
@@ -188,8 +200,20 @@ pub async fn discover(
         ))
     })?;
     let found = resource_metadata(&prm, mcp_url)?;
+    guard(&found.issuer).await?;
     let meta = authorization_server_metadata(http, &found.issuer).await?;
     let server = server_metadata(&meta, &found.issuer)?;
+    for endpoint in [
+        Some(&server.authorization_endpoint),
+        Some(&server.token_endpoint),
+        server.registration_endpoint.as_ref(),
+        server.revocation_endpoint.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        guard(endpoint).await?;
+    }
     let scopes = if !configured_scopes.is_empty() {
         configured_scopes.to_vec()
     } else if let Some(s) = &challenge.scope {

@@ -59,6 +59,8 @@ pub struct OAuthUpstream {
     pub scopes: Vec<String>,
     pub send_resource: bool,
     pub client_id: Option<String>,
+    /// `allow_local_oauth`: the OAuth endpoints may be on local or private addresses.
+    pub allow_local: bool,
 }
 
 struct PendingLogin {
@@ -122,6 +124,7 @@ impl Agent {
                     scopes,
                     resource,
                     client_id,
+                    allow_local_oauth,
                     ..
                 } => Some((
                     u.name.clone(),
@@ -130,6 +133,7 @@ impl Agent {
                         scopes: scopes.clone(),
                         send_resource: *resource,
                         client_id: client_id.clone(),
+                        allow_local: *allow_local_oauth,
                     },
                 )),
                 _ => None,
@@ -476,7 +480,7 @@ impl Agent {
             upstream: upstream.to_owned(),
             reason,
         };
-        let mut d = oauth::discover(&self.http, &cfg.url, &cfg.scopes)
+        let mut d = oauth::discover(&self.http, &cfg.url, &cfg.scopes, cfg.allow_local)
             .await
             .map_err(|e| failed(e.to_string()))?;
         // A new login keeps what was granted before and what the server asked for since.
@@ -519,6 +523,7 @@ impl Agent {
             &pending.authorization_url,
             &self.redirect_uri,
             &self.password,
+            cfg.allow_local,
         )
         .await
         .map_err(failed)?;

@@ -370,8 +370,10 @@ impl Registry {
                 args: args.clone(),
                 env: BTreeMap::new(),
                 cwd: None,
+                inherit_env: Vec::new(),
             },
             timing: Default::default(),
+            roots: Default::default(),
         }]
     }
 
@@ -413,14 +415,17 @@ impl Registry {
             Transport::Stdio { .. } => "stdio",
             Transport::Http { .. } => "http",
         };
-        let up = Arc::new(Upstream::new(
-            &config.name,
-            &config.prefix,
-            transport,
-            timeouts,
-            self.tools_changed.clone(),
-            self.downstream.clone(),
-        ));
+        let up = Arc::new(
+            Upstream::new(
+                &config.name,
+                &config.prefix,
+                transport,
+                timeouts,
+                self.tools_changed.clone(),
+                self.downstream.clone(),
+            )
+            .with_roots(config.roots.clone()),
+        );
         if let Some(lists) = self.cached.get(&config.name) {
             up.seed_lists(lists.clone());
         }
@@ -430,12 +435,14 @@ impl Registry {
                 args,
                 env,
                 cwd,
+                inherit_env,
             } => {
                 let spec = StdioSpec {
                     command: command.clone(),
                     args: args.clone(),
                     env: env.clone(),
                     cwd: cwd.clone(),
+                    inherit_env: inherit_env.clone(),
                 };
                 self.tasks
                     .spawn(stdio::supervise(up.clone(), spec, stop.clone()));
@@ -687,11 +694,14 @@ impl Registry {
         }
     }
 
-    /// Sends a notification to every connected upstream.
-    pub fn notify_all(&self, method: &str, params: Option<Value>) {
+    /// A client's roots changed: tells the upstreams that serve exactly that client
+    /// (`roots = "client"`, leased by it); no other upstream ever sees a client's roots.
+    pub fn roots_changed(&self, session: &crate::session::Session) {
         for up in self.upstreams() {
-            if let Some(conn) = up.ready_conn() {
-                conn.notify(method, params.clone());
+            if up.lease_holder().is_some_and(|h| h.id == session.id)
+                && let Some(conn) = up.ready_conn()
+            {
+                conn.notify("notifications/roots/list_changed", None);
             }
         }
     }

@@ -370,7 +370,8 @@ fn client_notification(bridge: &Bridge, session: &Session, method: &str, msg: &V
                 session.cancel(id);
             }
         }
-        "notifications/roots/list_changed" => bridge.registry.notify_all(method, None),
+        // Only upstreams that serve this very client (`roots = "client"`) hear of its roots.
+        "notifications/roots/list_changed" => bridge.registry.roots_changed(session),
         _ => {}
     }
 }
@@ -481,7 +482,12 @@ fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> 
         .unwrap_or(Value::Null);
     let session = match bridge
         .sessions
-        .create(version.to_owned(), client, capabilities)
+        .create(
+            version.to_owned(),
+            client,
+            capabilities,
+            header_str(headers, "origin").map(str::to_owned),
+        )
     {
         Ok(s) => s,
         Err(e) => {
@@ -534,9 +540,41 @@ async fn dispatch(
         "resources/list" => list(ListKind::Resources),
         "resources/templates/list" => list(ListKind::Templates),
         "logging/setLevel" => {
-            bridge
-                .registry
-                .set_log_level(params.as_ref().unwrap_or(&Value::Null));
+            // Per client: the bridge filters what each client receives and asks upstreams for
+            // the most verbose level any client needs, so no client silences or floods another.
+            let level = params
+                .as_ref()
+                .and_then(|p| p.get("level"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let Some(rank) = session::log_rank(level) else {
+                return Err(RpcError::new(
+                    jsonrpc::INVALID_PARAMS,
+                    format!(
+                        "logging/setLevel needs a level, one of {}",
+                        session::LOG_LEVELS.join(", ")
+                    ),
+                ));
+            };
+            ctx.session.set_log_level(rank);
+            if let Some(r) = bridge.sessions.upstream_log_rank() {
+                bridge
+                    .registry
+                    .set_log_level(&json!({ "level": session::LOG_LEVELS[usize::from(r)] }));
+            }
+            Ok(Reply::Value(json!({})))
+        }
+        "resources/unsubscribe"
+            if params
+                .as_ref()
+                .and_then(|p| p.get("uri"))
+                .and_then(Value::as_str)
+                .is_some_and(|uri| bridge.sessions.others_subscribed(uri, &ctx.session.id)) =>
+        {
+            // Another client still wants updates of this resource: unsubscribe only this one.
+            if let Some(uri) = params.as_ref().and_then(|p| p.get("uri")).and_then(Value::as_str) {
+                ctx.session.unsubscribe(uri);
+            }
             Ok(Reply::Value(json!({})))
         }
         "tools/call"

@@ -206,7 +206,13 @@ pub fn paths(config: &proto::config::Config) -> anyhow::Result<Paths> {
 }
 
 fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    match std::process::Command::new(cmd).args(args).output() {
+    let env = proto::childenv::child_env(std::env::vars(), &[], &Default::default());
+    match std::process::Command::new(cmd)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .output()
+    {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(format!(
             "`{cmd} {}` failed: {}",

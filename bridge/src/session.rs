@@ -29,6 +29,14 @@ pub struct Session {
     pub client_name: String,
     /// The `capabilities` the client declared in `initialize`.
     pub capabilities: Value,
+    /// The `Origin` of the `initialize` request (browser clients); `None` for programs. The
+    /// bridge never guesses a server→client message across two origins.
+    pub origin: Option<String>,
+    /// The level this client asked for with `logging/setLevel` (syslog rank, 0 = debug).
+    log_level: Mutex<Option<u8>>,
+    /// Whether any session asked for a level (shared by all sessions): until one does, log
+    /// messages pass as the upstream sends them.
+    levels_in_use: Arc<std::sync::atomic::AtomicBool>,
     /// When the session was created (the most recent session wins ties for server→client
     /// requests outside any call).
     created: Instant,
@@ -48,7 +56,52 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The MCP log levels (RFC 5424 severities), least severe first.
+pub const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// The rank of a log level name, `None` for a name MCP does not have.
+pub fn log_rank(level: &str) -> Option<u8> {
+    LOG_LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
+}
+
+/// What a client that never set a level receives once another client has set one: what a
+/// server sends by default in most SDKs, so another client can neither flood nor silence it.
+pub const DEFAULT_LOG_RANK: u8 = 1;
+
 impl Session {
+    /// Records the client's `logging/setLevel`.
+    pub fn set_log_level(&self, rank: u8) {
+        *lock(&self.log_level) = Some(rank);
+        self.levels_in_use.store(true, Ordering::Relaxed);
+    }
+
+    /// The level this client receives: its own, or the default.
+    pub fn log_rank(&self) -> u8 {
+        lock(&self.log_level).unwrap_or(DEFAULT_LOG_RANK)
+    }
+
+    /// Whether a log message at `level` goes to this client.
+    pub fn wants_log(&self, level: &str) -> bool {
+        if !self.levels_in_use.load(Ordering::Relaxed) {
+            return true;
+        }
+        log_rank(level).unwrap_or(u8::MAX) >= self.log_rank()
+    }
+
+    /// Whether this client subscribed to the exposed resource `uri`.
+    pub fn subscribed_to(&self, uri: &str) -> bool {
+        lock(&self.subscriptions).contains(uri)
+    }
+
     pub fn has_capability(&self, capability: &str) -> bool {
         self.capabilities
             .get(capability)
@@ -212,6 +265,7 @@ pub fn parse_event_id(s: &str) -> Option<u64> {
 pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
     max: usize,
+    levels_in_use: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Sessions {
@@ -232,6 +286,7 @@ impl Sessions {
         Self {
             map: RwLock::new(HashMap::new()),
             max: max.max(1),
+            levels_in_use: Default::default(),
         }
     }
 
@@ -240,12 +295,16 @@ impl Sessions {
         protocol_version: String,
         client_name: String,
         capabilities: Value,
+        origin: Option<String>,
     ) -> Result<Arc<Session>, getrandom::Error> {
         let session = Arc::new(Session {
             id: new_session_id()?,
             protocol_version,
             client_name,
             capabilities,
+            origin,
+            log_level: Mutex::new(None),
+            levels_in_use: self.levels_in_use.clone(),
             created: Instant::now(),
             client_pending: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
@@ -315,6 +374,22 @@ impl Sessions {
             .collect()
     }
 
+    /// The most verbose level any client needs of the upstreams: the lowest rank asked for,
+    /// and the default for clients that asked for none. `None` while no client set a level.
+    pub fn upstream_log_rank(&self) -> Option<u8> {
+        if !self.levels_in_use.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.all().iter().map(|s| s.log_rank()).min()
+    }
+
+    /// Whether a session other than `except` subscribed to the exposed resource `uri`.
+    pub fn others_subscribed(&self, uri: &str, except: &str) -> bool {
+        self.all()
+            .iter()
+            .any(|s| s.id != except && s.subscribed_to(uri))
+    }
+
     /// Forgets sessions idle longer than `idle` that have no open GET stream.
     pub fn expire(&self, idle: Duration) -> usize {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
@@ -333,18 +408,35 @@ impl Downstream for Sessions {
         params: Value,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Value, RpcError>> {
-        // The session whose call caused this, if it can take it; else the most recent session
-        // that declared the capability and has a stream open to receive it.
+        // The session whose call caused this, if it can take it; else, outside any call, the
+        // most recent session that declared the capability and has a stream open to receive
+        // it, but only while all such sessions share one origin: a guess never hands one
+        // site's request to another site's client.
+        let mut ambiguous = false;
         let target = match ctx.filter(|c| c.session.has_capability(capability)) {
             Some(ctx) => Some((ctx.session.clone(), Some(ctx))),
-            None => self
-                .all()
-                .into_iter()
-                .filter(|s| s.has_capability(capability) && s.has_open_stream())
-                .max_by_key(|s| s.created)
-                .map(|s| (s, None)),
+            None => {
+                let able: Vec<Arc<Session>> = self
+                    .all()
+                    .into_iter()
+                    .filter(|s| s.has_capability(capability) && s.has_open_stream())
+                    .collect();
+                ambiguous = able.iter().any(|s| s.origin != able[0].origin);
+                able.into_iter()
+                    .max_by_key(|s| s.created)
+                    .filter(|_| !ambiguous)
+                    .map(|s| (s, None))
+            }
         };
         Box::pin(async move {
+            if ambiguous {
+                return Err(RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    format!(
+                        "{method} outside any client request, and clients of different origins could take it: mcp-bridge does not guess"
+                    ),
+                ));
+            }
             let Some((session, ctx)) = target else {
                 return Err(RpcError::new(
                     jsonrpc::METHOD_NOT_FOUND,
@@ -372,6 +464,14 @@ impl Downstream for Sessions {
         }
     }
 
+    fn log(&self, level: &str, msg: &Value) {
+        for s in self.all() {
+            if s.wants_log(level) {
+                s.push(msg);
+            }
+        }
+    }
+
     fn resource_updated(&self, uri: &str, msg: &Value) {
         for s in self.all() {
             if lock(&s.subscriptions).contains(uri) {
@@ -390,10 +490,10 @@ mod tests {
     fn ids_are_unique_visible_ascii() {
         let s = Sessions::default();
         let a = s
-            .create("2025-11-25".into(), "t".into(), Value::Null)
+            .create("2025-11-25".into(), "t".into(), Value::Null, None)
             .unwrap();
         let b = s
-            .create("2025-11-25".into(), "t".into(), Value::Null)
+            .create("2025-11-25".into(), "t".into(), Value::Null, None)
             .unwrap();
         assert_ne!(a.id, b.id);
         assert!(a.id.bytes().all(|c| (0x21..=0x7e).contains(&c)));
@@ -403,7 +503,7 @@ mod tests {
     #[tokio::test]
     async fn stream_replays_after_last_event_id() {
         let s = Sessions::default()
-            .create("v".into(), "t".into(), Value::Null)
+            .create("v".into(), "t".into(), Value::Null, None)
             .unwrap();
         s.push(&json!({"n": 0}));
         s.push(&json!({"n": 1}));

@@ -24,11 +24,14 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
+    /// Opens (creating) the log at `path`: the file 0600, a directory it creates 0700, and the
+    /// daemons' own `mcp-bridge` directory forced to 0700 if it exists wider (logs name
+    /// upstreams, clients and errors: nobody else on the machine reads them).
     pub fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open_private(path, false)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path: Arc::new(path.to_path_buf()),
@@ -47,25 +50,65 @@ impl RotatingFile {
     fn rotate(&self, inner: &mut Inner) -> io::Result<()> {
         inner.file.flush()?;
         if self.keep == 0 {
-            inner.file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&*self.path)?;
+            inner.file = open_private(&self.path, true)?;
         } else {
             let _ = std::fs::remove_file(self.numbered(self.keep));
             for n in (1..self.keep).rev() {
                 let _ = std::fs::rename(self.numbered(n), self.numbered(n + 1));
             }
             std::fs::rename(&*self.path, self.numbered(1))?;
-            inner.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&*self.path)?;
+            inner.file = open_private(&self.path, false)?;
         }
         inner.size = 0;
         Ok(())
     }
+}
+
+/// Opens a log file for appending (or truncated), 0600 whether new or already there.
+fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true);
+    if truncate {
+        o.write(true).truncate(true);
+    } else {
+        o.append(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        o.mode(0o600);
+        let file = o.open(path)?;
+        // A file from an older version may be 0644: narrow it.
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    o.open(path)
+}
+
+/// Creates `dir` (and parents) 0700 when missing; forces an existing `mcp-bridge` directory
+/// (the daemons' own) to 0700. A directory the user chose by another name is left as it is.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let ours = dir.file_name().is_some_and(|n| n == "mcp-bridge");
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if ours && mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 impl Write for RotatingFile {
@@ -96,7 +139,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RotatingFile {
     }
 }
 
-/// The default log path: `$MCP_BRIDGE_LOG_PATH`, else `~/Library/Logs/<file>` on macOS and
+/// The default log path: `$MCP_BRIDGE_LOG_PATH`, else `~/Library/Logs/mcp-bridge/<file>` on
+/// macOS (a directory of our own, so it can be 0700) and
 /// `$XDG_STATE_HOME/mcp-bridge/<file>` (or `~/.local/state/mcp-bridge/<file>`) elsewhere.
 /// `file_name` picks the daemon's own file; the agent's sits beside the bridge's.
 pub fn default_path(
@@ -115,7 +159,7 @@ pub fn default_path(
     }
     let home = PathBuf::from(home.unwrap_or("."));
     if cfg!(target_os = "macos") {
-        home.join("Library/Logs").join(file_name)
+        home.join("Library/Logs/mcp-bridge").join(file_name)
     } else {
         let state = xdg_state
             .filter(|s| !s.is_empty())
@@ -201,6 +245,37 @@ mod tests {
         let newest = std::fs::read_to_string(&path).unwrap();
         assert!(newest.contains("line 0099"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn log_files_are_0600_in_a_0700_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = std::env::temp_dir().join(format!("mcpb-logmode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // A directory the logger creates, and files it creates or rotates.
+        let dir = root.join("new").join("mcp-bridge");
+        let path = dir.join("mcp-bridge.log");
+        let mut f = RotatingFile::open(&path, 1024, 2).unwrap();
+        for i in 0..40 {
+            writeln!(f, "line {i:04} {}", "x".repeat(90)).unwrap();
+        }
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.join("mcp-bridge.log.1")), 0o600);
+        // An older, world-readable file and our own directory left 0755 are narrowed.
+        let old_dir = root.join("old").join("mcp-bridge");
+        std::fs::create_dir_all(&old_dir).unwrap();
+        std::fs::set_permissions(&old_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let old = old_dir.join("mcp-cred-agent.log");
+        std::fs::write(&old, "old line\n").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        RotatingFile::open(&old, 1024, 2).unwrap();
+        assert_eq!(mode(&old_dir), 0o700);
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "old line\n");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

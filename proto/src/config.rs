@@ -105,6 +105,23 @@ pub struct UpstreamConfig {
     pub prefix: String,
     pub transport: Transport,
     pub timing: Timing,
+    /// What the bridge answers when this upstream asks its client for `roots/list`.
+    pub roots: Roots,
+}
+
+/// `roots = …` of an upstream: the filesystem roots it is told about. Roots are a per-client
+/// view and an upstream is shared by every client, so no client's roots reach a shared upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Roots {
+    /// The bridge does not declare the roots capability upstream: the server keeps what its own
+    /// arguments say.
+    #[default]
+    None,
+    /// These `file://` URIs, whoever the client is.
+    Fixed(Vec<String>),
+    /// The roots of the one client session the upstream serves at a time (`roots = "client"`);
+    /// another session's arrival restarts the upstream for it.
+    Client,
 }
 
 /// Per-upstream timing, in seconds (fractions allowed).
@@ -141,6 +158,9 @@ pub enum Transport {
         args: Vec<String>,
         env: BTreeMap<String, String>,
         cwd: Option<PathBuf>,
+        /// Variables of the bridge's own environment passed to the child by name
+        /// (`inherit_env = ["VAR", ...]`); `MCP_BRIDGE_*` and `MCP_CRED_*` never are.
+        inherit_env: Vec<String>,
     },
     Http {
         url: String,
@@ -152,6 +172,10 @@ pub enum Transport {
         client_id: Option<String>,
         /// Which HTTP transport to speak.
         transport: HttpTransport,
+        /// Accept OAuth endpoints (metadata, registration, token, authorization) on loopback,
+        /// private or link-local addresses (`allow_local_oauth = true`); refused by default so
+        /// a hostile server cannot point the agent at the machine's own network.
+        allow_local_oauth: bool,
     },
 }
 
@@ -223,7 +247,10 @@ struct RawUpstream {
     args: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    inherit_env: Option<Vec<String>>,
     cwd: Option<PathBuf>,
+    roots: Option<RawRoots>,
+    allow_local_oauth: Option<bool>,
     url: Option<String>,
     transport: Option<HttpTransport>,
     auth: Option<Auth>,
@@ -238,6 +265,19 @@ struct RawUpstream {
     ping_interval_secs: Option<f64>,
     ping_timeout_secs: Option<f64>,
     reconnect_wait_secs: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRoots {
+    List(Vec<String>),
+    Word(String),
+}
+
+/// Variables no child process is ever given: the daemons' own settings and secrets.
+pub fn is_daemon_var(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("MCP_BRIDGE_") || upper.starts_with("MCP_CRED_")
 }
 
 /// `[a-zA-Z0-9_-]+`: upstream names become tool-name prefixes and CLI arguments.
@@ -312,22 +352,46 @@ pub fn parse_file(
                         format!("upstream {name:?} has an empty command"),
                     ));
                 }
-                if raw.auth.is_some() || !raw.headers.is_empty() || raw.transport.is_some() {
+                if raw.auth.is_some()
+                    || !raw.headers.is_empty()
+                    || raw.transport.is_some()
+                    || raw.allow_local_oauth.is_some()
+                {
                     return Err(invalid(
                         entry_line,
                         format!(
-                            "upstream {name:?} is a stdio upstream; `auth`, `headers` and `transport` apply to `url` upstreams only"
+                            "upstream {name:?} is a stdio upstream; `auth`, `headers`, `allow_local_oauth` and `transport` apply to `url` upstreams only"
                         ),
                     ));
+                }
+                let inherit_env = raw.inherit_env.unwrap_or_default();
+                for var in inherit_env.iter().chain(raw.env.keys()) {
+                    if is_daemon_var(var) {
+                        return Err(invalid(
+                            entry_line,
+                            format!(
+                                "upstream {name:?}: {var} is one of the bridge's own variables and is never given to an upstream; remove it from `env`/`inherit_env`"
+                            ),
+                        ));
+                    }
                 }
                 Transport::Stdio {
                     command,
                     args: raw.args,
                     env: raw.env,
                     cwd: raw.cwd,
+                    inherit_env,
                 }
             }
             (None, Some(url)) => {
+                if raw.inherit_env.is_some() || raw.cwd.is_some() || !raw.env.is_empty() {
+                    return Err(invalid(
+                        entry_line,
+                        format!(
+                            "upstream {name:?} is a `url` upstream; `env`, `inherit_env` and `cwd` apply to stdio (`command`) upstreams only"
+                        ),
+                    ));
+                }
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(invalid(
                         entry_line,
@@ -344,6 +408,7 @@ pub fn parse_file(
                     resource: raw.resource.unwrap_or(true),
                     client_id: raw.client_id,
                     transport: raw.transport.unwrap_or_default(),
+                    allow_local_oauth: raw.allow_local_oauth.unwrap_or(false),
                 }
             }
             (Some(_), Some(_)) => {
@@ -394,11 +459,36 @@ pub fn parse_file(
                 "reconnect_wait_secs",
             )?,
         };
+        let roots = match raw.roots {
+            None => Roots::None,
+            Some(RawRoots::Word(w)) if w == "client" => Roots::Client,
+            Some(RawRoots::Word(w)) if w == "none" => Roots::None,
+            Some(RawRoots::Word(w)) => {
+                return Err(invalid(
+                    entry_line,
+                    format!(
+                        "upstream {name:?}: roots = {w:?} is not allowed; write roots = [\"file:///path\", ...], roots = \"none\" or roots = \"client\""
+                    ),
+                ));
+            }
+            Some(RawRoots::List(list)) => {
+                if let Some(bad) = list.iter().find(|r| !r.starts_with("file://")) {
+                    return Err(invalid(
+                        entry_line,
+                        format!(
+                            "upstream {name:?}: root {bad:?} must be a file:// URI such as \"file:///home/me/project\""
+                        ),
+                    ));
+                }
+                Roots::Fixed(list)
+            }
+        };
         upstreams.push(UpstreamConfig {
             name,
             prefix,
             transport,
             timing,
+            roots,
         });
     }
     Ok((raw.server, raw.logging, upstreams))
@@ -463,8 +553,10 @@ pub fn load(
                 args,
                 env: BTreeMap::new(),
                 cwd: None,
+                inherit_env: Vec::new(),
             },
             timing: Timing::default(),
+            roots: Roots::None,
         };
         override_upstream(&mut upstreams, sentinel);
     }
@@ -480,8 +572,10 @@ pub fn load(
                 resource: true,
                 client_id: None,
                 transport: HttpTransport::Auto,
+                allow_local_oauth: false,
             },
             timing: Timing::default(),
+            roots: Roots::None,
         };
         override_upstream(&mut upstreams, overseer);
     }
@@ -642,6 +736,38 @@ prefix = ""
         assert!(e.contains("line 4") && e.contains("pigeon"), "{e}");
         let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\ntransport = \"sse\"\n");
         assert!(e.contains("`transport` apply to `url` upstreams"), "{e}");
+    }
+
+    #[test]
+    fn roots_and_inherited_variables_are_parsed_and_checked() {
+        let c = load(
+            &env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]),
+            with_file(
+                "[[upstream]]\nname = \"a\"\ncommand = \"x\"\ninherit_env = [\"GITHUB_TOKEN\"]\nroots = [\"file:///srv/a\"]\n\n[[upstream]]\nname = \"b\"\nurl = \"http://x/mcp\"\nroots = \"client\"\nallow_local_oauth = true\n\n[[upstream]]\nname = \"c\"\ncommand = \"y\"\n",
+            ),
+        )
+        .unwrap();
+        assert!(matches!(&c.upstreams[0].transport, Transport::Stdio { inherit_env, .. } if inherit_env == &["GITHUB_TOKEN"]));
+        assert_eq!(c.upstreams[0].roots, Roots::Fixed(vec!["file:///srv/a".into()]));
+        assert_eq!(c.upstreams[1].roots, Roots::Client);
+        assert!(matches!(
+            &c.upstreams[1].transport,
+            Transport::Http {
+                allow_local_oauth: true,
+                ..
+            }
+        ));
+        assert_eq!(c.upstreams[2].roots, Roots::None, "no client's roots by default");
+        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\ninherit_env = [\"MCP_BRIDGE_INBOUND_TOKEN\"]\n");
+        assert!(e.contains("line 1") && e.contains("never given to an upstream"), "{e}");
+        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\nenv = { MCP_CRED_AGENT_SOCKET = \"/s\" }\n");
+        assert!(e.contains("MCP_CRED_AGENT_SOCKET"), "{e}");
+        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\nroots = \"clients\"\n");
+        assert!(e.contains("roots = \"client\""), "{e}");
+        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\nroots = [\"/tmp\"]\n");
+        assert!(e.contains("file:// URI"), "{e}");
+        let e = err_of("[[upstream]]\nname = \"a\"\nurl = \"http://x\"\ninherit_env = [\"A\"]\n");
+        assert!(e.contains("apply to stdio"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! [`AgentMessage::Response`] with the same id.
 #![forbid(unsafe_code)]
 
+pub mod childenv;
 pub mod config;
 
 use std::path::{Path, PathBuf};

@@ -846,5 +846,8 @@ impl AgentIpc {
 
 /// A config.toml entry for an OAuth HTTP upstream.
 pub fn oauth_entry(name: &str, url: &str) -> String {
-    format!("[[upstream]]\nname = {name:?}\nurl = {url:?}\nauth = \"oauth\"\n\n")
+    // The fixture's authorization server is on loopback, which the agent refuses unless told.
+    format!(
+        "[[upstream]]\nname = {name:?}\nurl = {url:?}\nauth = \"oauth\"\nallow_local_oauth = true\n\n"
+    )
 }

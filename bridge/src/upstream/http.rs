@@ -184,6 +184,15 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                     break Failure::Broken(reason);
                 }
             }
+            () = up.restart.notified() => {
+                up.set_conn(None);
+                peer.close("the upstream is restarting for another client session");
+                conn.delete_session().await;
+                conn.stop_legacy();
+                for t in tasks { t.abort(); }
+                sender.abort();
+                return Outcome::Restart;
+            }
             () = shutdown.cancelled() => {
                 up.set_conn(None);
                 peer.close("the bridge is shutting down");
@@ -440,7 +449,7 @@ impl Conn {
                         .map_err(|e| format!("an answer that is not JSON ({e})"))
                 });
                 match (answer, &id) {
-                    (Ok(Some(v)), _) => self.deliver(peer, v, is_init),
+                    (Ok(Some(v)), _) => self.deliver(peer, v, is_init, id.as_ref()),
                     (Err(e), Some(id)) => {
                         peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream sent {e}")}}));
                     }
@@ -623,11 +632,14 @@ impl Conn {
         }
     }
 
-    fn deliver(&self, peer: &Arc<RpcPeer>, v: Value, is_init: bool) {
+    /// Dispatches a message that arrived in the answer to our request `cause`: server→client
+    /// requests, progress and logs on that stream belong exactly to the client request behind
+    /// it.
+    fn deliver(&self, peer: &Arc<RpcPeer>, v: Value, is_init: bool, cause: Option<&Value>) {
         if is_init && let Some(ver) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
             *lock(&self.version) = Some(ver.to_owned());
         }
-        super::dispatch(&self.up, peer, v);
+        super::dispatch_for(&self.up, peer, v, cause);
     }
 
     /// Dispatches the events of an SSE answer; true once the response to `id` arrived.
@@ -660,7 +672,7 @@ impl Conn {
                     continue;
                 };
                 let is_answer = id.is_some() && v.get("id") == id && v.get("method").is_none();
-                self.deliver(peer, v, is_init);
+                self.deliver(peer, v, is_init, id);
                 if is_answer {
                     return true;
                 }

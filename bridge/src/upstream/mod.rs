@@ -20,7 +20,8 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::jsonrpc::{self, RpcError};
-use rpc::RpcPeer;
+use proto::config::Roots;
+use rpc::{Guess, RpcPeer};
 
 /// Protocol versions the bridge speaks, newest first.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -276,6 +277,9 @@ pub trait Downstream: Send + Sync {
     ) -> BoxFuture<'static, Result<Value, RpcError>>;
     /// Sends a notification to every session's GET stream.
     fn broadcast(&self, msg: &Value);
+    /// Sends a log message (`notifications/message` at `level`) to every session that asked
+    /// for that level.
+    fn log(&self, level: &str, msg: &Value);
     /// A resource changed: tells the sessions that subscribed to `uri` (the exposed URI).
     fn resource_updated(&self, uri: &str, msg: &Value);
 }
@@ -300,6 +304,7 @@ impl Downstream for NoClients {
         })
     }
     fn broadcast(&self, _: &Value) {}
+    fn log(&self, _: &str, _: &Value) {}
     fn resource_updated(&self, _: &str, _: &Value) {}
 }
 
@@ -321,6 +326,12 @@ pub struct Upstream {
     lists_changed: Arc<Notify>,
     /// Cuts a backoff short (a client wants this upstream now).
     pub(crate) wake: Notify,
+    /// What the upstream's `roots/list` is answered with.
+    pub roots: Roots,
+    /// With `roots = "client"`: the one client session this upstream serves now.
+    lease: Mutex<Option<std::sync::Weak<crate::session::Session>>>,
+    /// Ends the current connection and starts a new one at once (no backoff).
+    pub(crate) restart: Notify,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -362,7 +373,67 @@ impl Upstream {
             conn: Mutex::new(None),
             lists_changed,
             wake: Notify::new(),
+            roots: Roots::None,
+            lease: Mutex::new(None),
+            restart: Notify::new(),
         }
+    }
+
+    /// Sets what the upstream's `roots/list` is answered with (before it starts).
+    pub fn with_roots(mut self, roots: Roots) -> Self {
+        self.roots = roots;
+        self
+    }
+
+    /// The client session this upstream serves (`roots = "client"`), if it still exists.
+    pub fn lease_holder(&self) -> Option<Arc<crate::session::Session>> {
+        self.lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+    }
+
+    /// With `roots = "client"`, makes `session` the one client this upstream serves. The first
+    /// client takes it as it is (no client's roots were given yet) and the upstream is told its
+    /// roots changed; a later, different client gets a freshly started upstream, so nothing the
+    /// previous client's roots opened stays open for it. While the previous client still has
+    /// requests in flight here, the new one is refused.
+    async fn lease_for(&self, session: &Arc<crate::session::Session>) -> Result<(), CallError> {
+        let (switched, fresh) = {
+            let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            let holder = lease.as_ref().and_then(std::sync::Weak::upgrade);
+            match holder {
+                Some(h) if h.id == session.id => return Ok(()),
+                Some(h) => {
+                    if self.conn().is_some_and(|c| c.serves_session(&h.id)) {
+                        return Err(CallError::Unavailable {
+                            upstream: self.name.to_string(),
+                            reason: "it serves one client session at a time (roots = \"client\") and another session's request is in flight; try again when it is answered".into(),
+                        });
+                    }
+                    *lease = Some(Arc::downgrade(session));
+                    (true, false)
+                }
+                None => {
+                    let had_holder = lease.is_some();
+                    *lease = Some(Arc::downgrade(session));
+                    (had_holder, !had_holder)
+                }
+            }
+        };
+        if fresh {
+            if let Some(c) = self.conn() {
+                c.notify("notifications/roots/list_changed", None);
+            }
+            return Ok(());
+        }
+        if switched {
+            tracing::info!(upstream = %self.name, session = %&session.id[..8], "another client session takes this roots = \"client\" upstream; restarting it");
+            self.set_conn(None);
+            self.restart.notify_one();
+        }
+        Ok(())
     }
 
     pub fn status(&self) -> Status {
@@ -480,6 +551,11 @@ impl Upstream {
         timeout: Duration,
         ctx: Option<Arc<RequestContext>>,
     ) -> Result<Value, CallError> {
+        if self.roots == Roots::Client
+            && let Some(c) = &ctx
+        {
+            self.lease_for(&c.session).await?;
+        }
         let conn = match self.conn() {
             Some(c) => c,
             None => self.wait_ready().await?,
@@ -532,12 +608,18 @@ const MAX_PAGES: usize = 1000;
 /// The client capabilities the bridge announces to upstreams: everything it can relay to some
 /// client. When no connected client has the capability at the time, the upstream gets a
 /// JSON-RPC error instead of a hang.
-fn client_capabilities() -> Value {
-    serde_json::json!({
-        "roots": { "listChanged": true },
+///
+/// `roots` only when the upstream's config gives it roots: a client's roots are that client's
+/// view and never reach an upstream other clients share.
+fn client_capabilities(up: &Upstream) -> Value {
+    let mut caps = serde_json::json!({
         "sampling": {},
         "elicitation": {},
-    })
+    });
+    if up.roots != Roots::None {
+        caps["roots"] = serde_json::json!({ "listChanged": true });
+    }
+    caps
 }
 
 /// `initialize`, `notifications/initialized`, then every list the upstream announces.
@@ -548,7 +630,7 @@ pub(crate) async fn handshake(
 ) -> Result<(), CallError> {
     let params = serde_json::json!({
         "protocolVersion": LATEST_VERSION,
-        "capabilities": client_capabilities(),
+        "capabilities": client_capabilities(up),
         "clientInfo": { "name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") },
     });
     let init = peer.call("initialize", Some(params), timeout).await?;
@@ -633,37 +715,56 @@ async fn refresh(up: Arc<Upstream>, peer: Arc<RpcPeer>, kinds: &[ListKind]) {
 
 /// Routes one message from the upstream, whatever its transport.
 pub(crate) fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
+    dispatch_for(up, peer, msg, None);
+}
+
+/// Routes one message from the upstream; `cause` is our request id the transport says the
+/// message belongs to (a POST's SSE answer), which makes routing exact instead of a guess.
+pub(crate) fn dispatch_for(
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
+    msg: Value,
+    cause: Option<&Value>,
+) {
     peer.heard();
+    let cause = cause.map(|id| peer.context_of(id).map_or(Guess::None, Guess::One));
     match jsonrpc::classify(&msg) {
         jsonrpc::Kind::Response { id } => {
             let id = id.clone();
             peer.deliver(&id, msg);
         }
-        jsonrpc::Kind::Request { id, method } => serve_request(up, peer, id.clone(), method, &msg),
-        jsonrpc::Kind::Notification { method } => on_notification(up, peer, method, msg.clone()),
+        jsonrpc::Kind::Request { id, method } => {
+            serve_request(up, peer, id.clone(), method, &msg, cause)
+        }
+        jsonrpc::Kind::Notification { method } => {
+            on_notification(up, peer, method, msg.clone(), cause)
+        }
         jsonrpc::Kind::Invalid(why) => {
             tracing::warn!(upstream = %up.name, why, "invalid JSON-RPC message from upstream");
         }
     }
 }
 
-/// A request from the upstream to its client (us): answered locally (`ping`) or relayed to
-/// the client session that caused it.
+/// A request from the upstream to its client (us): answered locally (`ping`, `roots/list`) or
+/// relayed to the client session that caused it. `cause` is that client request when the
+/// transport said so; otherwise the bridge guesses, and refuses when the guess would cross
+/// clients of different origins.
 pub(crate) fn serve_request(
     up: &Arc<Upstream>,
     peer: &Arc<RpcPeer>,
     id: Value,
     method: &str,
     msg: &Value,
+    cause: Option<Guess>,
 ) {
     let capability = match method {
         "ping" => {
             peer.respond(&id, Ok(serde_json::json!({})));
             return;
         }
+        "roots/list" => return answer_roots(up, peer, id),
         "sampling/createMessage" => "sampling",
         "elicitation/create" => "elicitation",
-        "roots/list" => "roots",
         _ => {
             peer.respond(
                 &id,
@@ -679,7 +780,21 @@ pub(crate) fn serve_request(
         .get("params")
         .cloned()
         .unwrap_or(Value::Object(Default::default()));
-    let ctx = peer.latest_context(Some(capability));
+    let ctx = match cause.unwrap_or_else(|| peer.latest_context(Some(capability))) {
+        Guess::One(c) => Some(c),
+        Guess::None => None,
+        Guess::Ambiguous => {
+            tracing::warn!(upstream = %up.name, method, "refused a server→client request: requests of clients of different origins are in flight and stdio cannot say which one it is for");
+            peer.respond(
+                &id,
+                Err(RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    format!("mcp-bridge cannot tell which client {method} is for (clients of different origins are calling this upstream at once); retry when one request is in flight"),
+                )),
+            );
+            return;
+        }
+    };
     // A human may be answering (elicitation): allow the full request timeout.
     let answer = up.downstream.request(
         ctx,
@@ -695,12 +810,58 @@ pub(crate) fn serve_request(
     });
 }
 
+/// `roots/list` from the upstream: from its config, or (`roots = "client"`) from the one
+/// client session it serves. Never another client's roots.
+fn answer_roots(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, id: Value) {
+    let list = match &up.roots {
+        Roots::None => {
+            peer.respond(
+                &id,
+                Err(RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    "mcp-bridge gives this upstream no roots (set `roots` in its config)",
+                )),
+            );
+            return;
+        }
+        Roots::Fixed(list) => list,
+        Roots::Client => {
+            let Some(holder) = up.lease_holder().filter(|s| s.has_capability("roots")) else {
+                peer.respond(&id, Ok(serde_json::json!({ "roots": [] })));
+                return;
+            };
+            let ctx = peer
+                .latest_context(Some("roots"))
+                .one()
+                .filter(|c| c.session.id == holder.id);
+            let timeout = up.timeouts.request;
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let answer = holder
+                    .request(ctx.as_deref(), "roots/list", serde_json::json!({}), timeout)
+                    .await;
+                peer.respond(&id, answer);
+            });
+            return;
+        }
+    };
+    let roots: Vec<Value> = list
+        .iter()
+        .map(|uri| {
+            let name = uri.trim_end_matches('/').rsplit('/').next().unwrap_or(uri);
+            serde_json::json!({ "uri": uri, "name": name })
+        })
+        .collect();
+    peer.respond(&id, Ok(serde_json::json!({ "roots": roots })));
+}
+
 /// A notification from the upstream.
 pub(crate) fn on_notification(
     up: &Arc<Upstream>,
     peer: &Arc<RpcPeer>,
     method: &str,
     mut msg: Value,
+    cause: Option<Guess>,
 ) {
     let relist = |kinds: &'static [ListKind]| {
         tokio::spawn(refresh(up.clone(), peer.clone(), kinds));
@@ -727,10 +888,23 @@ pub(crate) fn on_notification(
         "notifications/message" => {
             let text = msg.get("params").map(Value::to_string).unwrap_or_default();
             tracing::debug!(target: "upstream_log", upstream = %up.name, "{text}");
-            // Log messages during a call belong to that call's client; others to everyone.
-            match peer.latest_context(None) {
-                Some(ctx) => ctx.send(msg),
-                None => up.downstream.broadcast(&msg),
+            // Log messages during a call belong to that call's client; others to everyone, each
+            // client receiving only the levels it asked for.
+            let level = msg
+                .pointer("/params/level")
+                .and_then(Value::as_str)
+                .unwrap_or("info")
+                .to_owned();
+            match cause.unwrap_or_else(|| peer.latest_context(None)) {
+                Guess::One(ctx) => {
+                    if ctx.session.wants_log(&level) {
+                        ctx.send(msg);
+                    }
+                }
+                Guess::None => up.downstream.log(&level, &msg),
+                Guess::Ambiguous => {
+                    tracing::debug!(upstream = %up.name, "a log message during calls of clients of different origins; kept from both")
+                }
             }
         }
         "notifications/cancelled" => {

@@ -248,25 +248,71 @@ impl RpcPeer {
     /// (upstreams tend to serve requests in order and ask one thing at a time), else the most
     /// recent such request. For a log message (`None`): the most recent request. Exact whenever
     /// one request is in flight at the upstream.
-    pub fn latest_context(&self, capability: Option<&str>) -> Option<Arc<RequestContext>> {
+    ///
+    /// A guess never crosses origins: when the candidates belong to clients of different
+    /// origins (a browser page and a local program, or two sites), this answers
+    /// [`Guess::Ambiguous`] and the caller refuses rather than hand one client's prompt or
+    /// answer to another.
+    pub fn latest_context(&self, capability: Option<&str>) -> Guess {
         let inner = lock(&self.inner);
-        let candidates = inner
+        let all: Vec<(u64, &Arc<RequestContext>)> = inner
             .pending
             .iter()
             .filter_map(|(id, p)| Some((*id, p.ctx.as_ref()?)))
-            .filter(|(_, c)| capability.is_none_or(|cap| c.session.has_capability(cap)));
-        let pick = match capability {
-            None => candidates.max_by_key(|(id, _)| *id),
-            Some(_) => {
-                let all: Vec<_> = candidates.collect();
-                all.iter()
-                    .filter(|(_, c)| c.outstanding.load(Ordering::Relaxed) == 0)
-                    .min_by_key(|(id, _)| *id)
-                    .or_else(|| all.iter().max_by_key(|(id, _)| *id))
-                    .copied()
-            }
+            .filter(|(_, c)| capability.is_none_or(|cap| c.session.has_capability(cap)))
+            .collect();
+        let Some((_, first)) = all.first() else {
+            return Guess::None;
         };
-        pick.map(|(_, c)| c.clone())
+        if all.iter().any(|(_, c)| c.session.origin != first.session.origin) {
+            return Guess::Ambiguous;
+        }
+        let pick = match capability {
+            None => all.iter().max_by_key(|(id, _)| *id),
+            Some(_) => all
+                .iter()
+                .filter(|(_, c)| c.outstanding.load(Ordering::Relaxed) == 0)
+                .min_by_key(|(id, _)| *id)
+                .or_else(|| all.iter().max_by_key(|(id, _)| *id)),
+        };
+        match pick {
+            Some((_, c)) => Guess::One((*c).clone()),
+            None => Guess::None,
+        }
+    }
+
+    /// The client request behind our request `id` (an upstream request id we sent), exactly:
+    /// used when the transport says which request a message belongs to (a POST's SSE answer).
+    pub fn context_of(&self, id: &Value) -> Option<Arc<RequestContext>> {
+        let id = id.as_u64()?;
+        lock(&self.inner).pending.get(&id)?.ctx.clone()
+    }
+
+    /// Whether requests of client session `session` are waiting on this upstream.
+    pub fn serves_session(&self, session: &str) -> bool {
+        lock(&self.inner)
+            .pending
+            .values()
+            .any(|p| p.ctx.as_ref().is_some_and(|c| c.session.id == session))
+    }
+}
+
+/// Which client request a message without an explicit link belongs to.
+pub enum Guess {
+    /// No client request is in flight that could have caused it.
+    None,
+    /// This one.
+    One(Arc<RequestContext>),
+    /// Requests of clients of different origins are in flight: refuse rather than guess.
+    Ambiguous,
+}
+
+impl Guess {
+    pub fn one(self) -> Option<Arc<RequestContext>> {
+        match self {
+            Self::One(c) => Some(c),
+            _ => None,
+        }
     }
 }
 

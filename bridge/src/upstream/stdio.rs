@@ -26,6 +26,8 @@ pub struct StdioSpec {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
+    /// Variables of the bridge's environment the child also gets (`inherit_env`).
+    pub inherit_env: Vec<String>,
 }
 
 /// Longest stdout line accepted from a child; longer lines are dropped with a warning.
@@ -84,8 +86,11 @@ pub async fn supervise(up: Arc<Upstream>, spec: StdioSpec, shutdown: Cancellatio
 
 fn spawn_child(spec: &StdioSpec) -> std::io::Result<Child> {
     let mut cmd = Command::new(&spec.command);
+    // A clean environment: the daemons' secrets never reach a third-party program.
+    let env = proto::childenv::child_env(std::env::vars(), &spec.inherit_env, &spec.env);
     cmd.args(&spec.args)
-        .envs(&spec.env)
+        .env_clear()
+        .envs(&env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -166,6 +171,16 @@ async fn run_once(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToke
                 if let Ok(reason) = result {
                     break reason;
                 }
+            }
+            () = up.restart.notified() => {
+                up.set_conn(None);
+                peer.close("the upstream is restarting for another client session");
+                if let Some(k) = keepalive {
+                    k.abort();
+                }
+                reader.abort();
+                stop_child(&mut child, pid, &close_stdin).await;
+                return Outcome::Restart;
             }
             () = shutdown.cancelled() => {
                 up.set_conn(None);

@@ -78,6 +78,8 @@ pub enum Outcome {
     NeedsLogin {
         reason: String,
     },
+    /// The connection was ended on purpose ([`Upstream::restart`]): start again at once.
+    Restart,
 }
 
 /// Runs `connect` until `shutdown`, with backoff between failed attempts.
@@ -98,6 +100,7 @@ where
         let (reason, was_ready_for, state) = tokio::select! {
             outcome = connect() => match outcome {
                 Outcome::Shutdown => break,
+                Outcome::Restart => continue,
                 Outcome::Failed { reason, was_ready_for } => (reason, was_ready_for, State::Backoff),
                 Outcome::NeedsLogin { reason } => (reason, Duration::ZERO, State::NeedsLogin),
             },

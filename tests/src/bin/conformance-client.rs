@@ -95,7 +95,7 @@ async fn authorize(
     scope_hint: Option<&str>,
     creds: &mut Option<ClientCreds>,
 ) -> anyhow::Result<String> {
-    let mut d = oauth::discover(http, url, &[]).await?;
+    let mut d = oauth::discover(http, url, &[], true).await?;
     if let Some(s) = scope_hint {
         d.scopes = s.split_whitespace().map(str::to_owned).collect();
     }
@@ -127,6 +127,7 @@ async fn authorize(
         &pending.authorization_url,
         REDIRECT,
         &OwnerPassword::default(),
+        true,
     )
     .await
     .map_err(anyhow::Error::msg)?
