@@ -34,8 +34,7 @@ impl OwnerPassword {
                 .map(|(k, _)| k)
                 .filter(|k| k.starts_with("OP_"))
                 .collect();
-            let env =
-                proto::childenv::child_env(std::env::vars(), &op_vars, &Default::default());
+            let env = proto::childenv::child_env(std::env::vars(), &op_vars, &Default::default());
             let run = tokio::process::Command::new("op")
                 .arg("read")
                 .arg(r)

@@ -93,8 +93,7 @@ pub async fn check_url(url: &str, allow_local: bool) -> Result<(), String> {
         Some(url::Host::Domain(d)) => d.to_owned(),
         None => return Err(format!("refused {url}: it has no host")),
     };
-    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost")
-    {
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
         return Err(refuse(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
     let port = parsed.port_or_known_default().unwrap_or(443);
@@ -190,6 +189,10 @@ mod tests {
             assert!(e.contains("refused"), "{u}: {e}");
         }
         assert!(check_url("http://127.0.0.1:9/token", true).await.is_ok());
-        assert!(check_url("https://93.184.216.34/token", false).await.is_ok());
+        assert!(
+            check_url("https://93.184.216.34/token", false)
+                .await
+                .is_ok()
+        );
     }
 }

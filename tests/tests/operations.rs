@@ -236,3 +236,33 @@ fn service_print_writes_both_units_and_touches_nothing() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("<key>KeepAlive</key>"));
     assert!(!dir.path().join(".config/systemd").exists() && !dir.path().join("Library").exists());
 }
+
+#[test]
+fn desktop_config_passes_the_shim_a_custom_config_dir_and_never_the_token() {
+    let dir = TempDir::new("desktop");
+    let mut cmd = Command::new(bin("mcp-bridge"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("MCP_BRIDGE_CONFIG_DIR", dir.path())
+        .env("MCP_BRIDGE_INBOUND_TOKEN", "desk-s3cret")
+        .arg("desktop-config");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let entry = &v["mcpServers"]["mcp-bridge"];
+    assert_eq!(
+        entry["env"]["MCP_BRIDGE_CONFIG_DIR"],
+        dir.path().display().to_string()
+    );
+    assert!(
+        entry["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("mcp-bridge-shim")
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
+    assert!(stderr.contains("inbound-token"), "{stderr}");
+}

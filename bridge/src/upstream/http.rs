@@ -92,6 +92,9 @@ struct Conn {
     /// Legacy HTTP+SSE: the endpoint messages are POSTed to (`None` = Streamable HTTP) and the
     /// task reading the event stream.
     legacy: Mutex<Option<(String, tokio::task::JoinHandle<()>)>>,
+    /// Whether the GET stream was started, and its task (stopped with the connection).
+    stream_open: std::sync::atomic::AtomicBool,
+    stream_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     fail: mpsc::UnboundedSender<Failure>,
 }
 
@@ -130,6 +133,8 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
         resume_from: Mutex::new(None),
         retry_ms: Mutex::new(None),
         legacy: Mutex::new(None),
+        stream_open: Default::default(),
+        stream_task: Mutex::new(None),
         fail: fail_tx,
     });
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -139,6 +144,22 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
         tokio::spawn(async move {
             while let Some(line) = out_rx.recv().await {
                 let (conn, peer) = (conn.clone(), peer.clone());
+                // The handshake's order is the spec's: nothing more is sent until the server
+                // has accepted `notifications/initialized` (servers register some tools only
+                // then), and the GET stream is open before the lists are fetched, so a
+                // `list_changed` sent meanwhile is not lost.
+                if is_initialized_note(&line) {
+                    conn.post(&peer, line).await;
+                    if conn.legacy_endpoint().is_none()
+                        && !conn
+                            .stream_open
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        let task = tokio::spawn(conn.clone().server_stream(peer.clone()));
+                        *lock(&conn.stream_task) = Some(task);
+                    }
+                    continue;
+                }
                 tokio::spawn(async move { conn.post(&peer, line).await });
             }
         })
@@ -164,9 +185,6 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                         if let Some(tx) = ping_tx.take() {
                             let t = &up.timeouts;
                             tasks.push(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
-                        }
-                        if conn.legacy_endpoint().is_none() {
-                            tasks.push(tokio::spawn(conn.clone().server_stream(peer.clone())));
                         }
                         up.became_ready(&peer);
                     }
@@ -224,6 +242,33 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
             Outcome::NeedsLogin { reason }
         }
     }
+}
+
+fn is_initialized_note(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line)
+        .is_ok_and(|v| v.get("method").and_then(Value::as_str) == Some("notifications/initialized"))
+}
+
+/// Whether an HTTP 400/404 answer to a request that carried a session id says the session is
+/// gone. The spec says 404; the TypeScript SDK's servers answer 400 "Bad Request: No valid
+/// session ID provided", others "Session not found", "Invalid session", "unknown session".
+pub fn session_lost(status: u16, body: &str) -> bool {
+    if status == 404 {
+        return true;
+    }
+    let b = body.to_ascii_lowercase();
+    status == 400
+        && b.contains("session")
+        && [
+            "no valid",
+            "invalid",
+            "unknown",
+            "not found",
+            "expired",
+            "missing",
+        ]
+        .iter()
+        .any(|w| b.contains(w))
 }
 
 /// Resolves a legacy stream's `endpoint` event against the upstream URL; only the same origin
@@ -341,7 +386,7 @@ impl Conn {
         if self.legacy_endpoint().is_some() {
             return self.post_legacy(peer, line, id.as_ref()).await;
         }
-        let (mut rejected, mut stepped_up) = (false, false);
+        let (mut rejected, mut stepped_up, mut reinitialized) = (false, false, false);
         for _ in 0..3 {
             let Some(token) = self.bearer_or_report().await else {
                 return;
@@ -378,11 +423,23 @@ impl Conn {
                     }
                     continue;
                 }
-                404 if !is_init && lock(&self.session).is_some() => {
-                    tracing::info!(upstream = %self.up.name, "upstream forgot the session; initializing a new one");
+                s @ (400 | 404) if !is_init && !reinitialized && lock(&self.session).is_some() => {
+                    let body = read_capped(resp, 4096).await.unwrap_or_default();
+                    let body = String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(300)
+                        .collect::<String>();
+                    if !session_lost(s, &body) {
+                        if let Some(id) = &id {
+                            peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream answered HTTP {s}: {body}")}}));
+                        }
+                        return;
+                    }
+                    reinitialized = true;
+                    tracing::info!(upstream = %self.up.name, status = s, "upstream forgot the session; initializing a new one");
                     if let Err(e) = self.reinitialize().await {
                         let _ = self.fail.send(Failure::Broken(format!(
-                            "re-initializing after a 404 failed: {e}"
+                            "re-initializing after the upstream lost the session (HTTP {s}: {body}) failed: {e}"
                         )));
                         return;
                     }
@@ -419,6 +476,13 @@ impl Conn {
                 s if !(200..300).contains(&s) => {
                     let body = read_capped(resp, 4096).await.unwrap_or_default();
                     let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+                    if method == "ping" {
+                        // An error answer to a keepalive is no sign of life.
+                        let _ = self.fail.send(Failure::Broken(format!(
+                            "the keepalive ping was answered HTTP {s}: {body}"
+                        )));
+                        return;
+                    }
                     if let Some(id) = &id {
                         peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream answered HTTP {s}: {body}")}}));
                     }
@@ -498,8 +562,12 @@ impl Conn {
         lock(&self.legacy).as_ref().map(|(e, _)| e.clone())
     }
 
+    /// Stops the connection's streams: the legacy event stream and the GET stream.
     fn stop_legacy(&self) {
         if let Some((_, task)) = lock(&self.legacy).take() {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.stream_task).take() {
             task.abort();
         }
     }
@@ -754,6 +822,10 @@ impl Conn {
     }
 
     /// Relays the GET stream of server-initiated messages while the session lives.
+    ///
+    /// The stream ending is no sign of life: it is reopened at once, and if the server cannot
+    /// be reached or no longer knows the session (it restarted), the connection fails and the
+    /// supervisor reconnects, so a restarted upstream is found without waiting for a call.
     async fn server_stream(self: Arc<Self>, peer: Arc<RpcPeer>) {
         loop {
             let Ok(token) = self.bearer().await else {
@@ -764,9 +836,29 @@ impl Conn {
                 .header("accept", "text/event-stream")
                 .send()
                 .await;
-            let Ok(resp) = resp else { return };
-            if !resp.status().is_success() {
-                // 405: the server has no GET stream; 404: the next POST re-initializes.
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.fail.send(Failure::Broken(format!(
+                        "the GET stream could not be reopened: cannot reach {}: {e}",
+                        self.spec.url
+                    )));
+                    return;
+                }
+            };
+            let status = resp.status().as_u16();
+            if !(200..300).contains(&status) {
+                let body = read_capped(resp, 4096).await.unwrap_or_default();
+                let body = String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>();
+                if session_lost(status, &body) {
+                    let _ = self.fail.send(Failure::Broken(format!(
+                        "the upstream lost the session (GET stream answered HTTP {status}: {body})"
+                    )));
+                }
+                // 405 and the like: the server offers no GET stream.
                 return;
             }
             let mut parser = SseParser::new(64 * 1024 * 1024);
@@ -781,7 +873,8 @@ impl Conn {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tracing::debug!(upstream = %self.up.name, "the GET stream ended; reopening it");
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
@@ -802,6 +895,29 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_session_is_recognised_in_the_ways_servers_say_it() {
+        // TypeScript SDK 1.x servers (server-everything 2026.8.31):
+        assert!(session_lost(
+            400,
+            r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: No valid session ID provided"}}"#
+        ));
+        // Python SDK 2.x: 404 "Session not found"; the spec: 404.
+        assert!(session_lost(
+            404,
+            r#"{"error":{"message":"Session not found"}}"#
+        ));
+        assert!(session_lost(404, ""));
+        assert!(session_lost(400, "invalid session id"));
+        // A 400 about something else is the request's problem, not the session's.
+        assert!(!session_lost(
+            400,
+            r#"{"error":{"message":"Bad Request: Unsupported protocol version"}}"#
+        ));
+        assert!(!session_lost(400, "Parse error"));
+        assert!(!session_lost(500, "session not found"));
+    }
 
     #[test]
     fn legacy_endpoints_must_stay_on_the_same_origin() {

@@ -511,6 +511,8 @@ impl Upstream {
             s.state = State::Ready;
             s.connects += 1;
             s.next_retry_at = None;
+            // Ready: whatever went wrong before is over (it stays in the log).
+            s.last_error = None;
         });
         tracing::info!(upstream = %self.name, tools = self.tools().len(), "upstream ready");
     }

@@ -264,7 +264,10 @@ impl RpcPeer {
         let Some((_, first)) = all.first() else {
             return Guess::None;
         };
-        if all.iter().any(|(_, c)| c.session.origin != first.session.origin) {
+        if all
+            .iter()
+            .any(|(_, c)| c.session.origin != first.session.origin)
+        {
             return Guess::Ambiguous;
         }
         let pick = match capability {
@@ -318,4 +321,72 @@ impl Guess {
 
 fn progress_token(id: u64) -> String {
     format!("mcpb-{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Sessions;
+
+    fn ctx(sessions: &Sessions, origin: Option<&str>) -> Arc<RequestContext> {
+        let session = sessions
+            .create(
+                "2025-11-25".into(),
+                "t".into(),
+                json!({"sampling": {}}),
+                origin.map(str::to_owned),
+            )
+            .unwrap();
+        Arc::new(RequestContext {
+            session,
+            related: None,
+            progress_token: None,
+            outstanding: Default::default(),
+        })
+    }
+
+    /// Starts a call that is never answered, so it stays in flight.
+    async fn in_flight(peer: &Arc<RpcPeer>, ctx: Arc<RequestContext>) {
+        let p = peer.clone();
+        tokio::spawn(async move {
+            let _ = p
+                .call_with("tools/call", None, Duration::from_secs(60), Some(ctx))
+                .await;
+        });
+        tokio::task::yield_now().await;
+    }
+
+    #[tokio::test]
+    async fn a_guess_never_crosses_origins_and_is_exact_with_one_request() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let peer = Arc::new(RpcPeer::new("u".into(), tx));
+        let sessions = Sessions::default();
+        assert!(matches!(peer.latest_context(Some("sampling")), Guess::None));
+        let local = ctx(&sessions, None);
+        in_flight(&peer, local.clone()).await;
+        match peer.latest_context(Some("sampling")) {
+            Guess::One(c) => assert_eq!(c.session.id, local.session.id),
+            _ => panic!("one request in flight: exact"),
+        }
+        // A second program (no origin) keeps the guess possible: same origin.
+        in_flight(&peer, ctx(&sessions, None)).await;
+        assert!(matches!(
+            peer.latest_context(Some("sampling")),
+            Guess::One(_)
+        ));
+        // A browser page calling at the same time: refuse rather than guess.
+        in_flight(&peer, ctx(&sessions, Some("https://claude.ai"))).await;
+        assert!(matches!(
+            peer.latest_context(Some("sampling")),
+            Guess::Ambiguous
+        ));
+        assert!(matches!(peer.latest_context(None), Guess::Ambiguous));
+        // The exact link wins whatever else is in flight.
+        assert_eq!(
+            peer.context_of(&json!(1)).map(|c| c.session.id.clone()),
+            Some(local.session.id.clone())
+        );
+        assert!(peer.serves_session(&local.session.id));
+        assert!(!peer.serves_session("nobody"));
+    }
 }
