@@ -88,6 +88,9 @@ pub async fn serve(
         shutdown: stop.clone(),
         list_changes: Default::default(),
         streams: Default::default(),
+        first_list_wait: Duration::from_secs_f64(
+            config.server.first_list_wait_secs.clamp(0.0, 600.0),
+        ),
     });
     tokio::spawn(server::forward_list_changes(bridge.clone()));
     let idle = Duration::from_secs(config.server.session_idle_secs.max(1));

@@ -271,6 +271,65 @@ impl Catalog {
     }
 }
 
+/// Rewrites the resource URIs inside an upstream's answer the way lists expose them, so a
+/// client can read what a result points at: `contents[].uri` of a read, resource links and
+/// embedded resources in a tool result's `content`, and in a prompt's messages.
+fn expose_result_uris(prefix: &str, method: &str, result: &mut Value) {
+    fn block(prefix: &str, c: &mut Value) {
+        let target = match c.get("type").and_then(Value::as_str) {
+            Some("resource_link") => c,
+            Some("resource") => match c.get_mut("resource") {
+                Some(r) => r,
+                None => return,
+            },
+            _ => return,
+        };
+        if let Some(uri) = target.get("uri").and_then(Value::as_str) {
+            target["uri"] = Value::String(naming::expose_uri(prefix, uri));
+        }
+    }
+    match method {
+        "resources/read" => {
+            if let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut) {
+                for c in contents {
+                    if let Some(uri) = c.get("uri").and_then(Value::as_str) {
+                        c["uri"] = Value::String(naming::expose_uri(prefix, uri));
+                    }
+                }
+            }
+        }
+        "tools/call" => {
+            if let Some(content) = result.get_mut("content").and_then(Value::as_array_mut) {
+                content.iter_mut().for_each(|c| block(prefix, c));
+            }
+        }
+        "prompts/get" => {
+            if let Some(messages) = result.get_mut("messages").and_then(Value::as_array_mut) {
+                for m in messages {
+                    match m.get_mut("content") {
+                        Some(Value::Array(items)) => {
+                            items.iter_mut().for_each(|c| block(prefix, c))
+                        }
+                        Some(c) => block(prefix, c),
+                        None => {}
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether `up` is in its first handshake with nothing to show yet.
+fn first_start(up: &Upstream) -> bool {
+    let s = up.status();
+    s.connects == 0
+        && s.failures == 0
+        && matches!(s.state, State::Connecting | State::Initializing)
+        && !up.has_live_lists()
+        && up.lists().tools.is_empty()
+}
+
 /// The agent socket of this installation (`$MCP_CRED_AGENT_SOCKET` or `<config dir>/agent.sock`).
 pub fn agent_socket(config: &Config) -> std::path::PathBuf {
     let over = std::env::var_os(proto::SOCKET_ENV)
@@ -501,6 +560,36 @@ impl Registry {
         });
     }
 
+    /// "Never an empty tool list": while an upstream that has nothing to show yet (no cached
+    /// lists, never listed live) is still in its first handshake, a client's list waits for it,
+    /// at most `limit`, then gets what is ready. An upstream that failed, needs a login or is
+    /// backing off is not waited for.
+    pub async fn wait_for_first_lists(&self, limit: Duration) {
+        if limit.is_zero() {
+            return;
+        }
+        let starting: Vec<Arc<Upstream>> = self
+            .upstreams()
+            .into_iter()
+            .filter(|u| first_start(u))
+            .collect();
+        if starting.is_empty() {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, async {
+            for up in starting {
+                let mut rx = up.subscribe_status();
+                while first_start(&up) {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+        self.rebuild_catalog();
+    }
+
     /// Persists every upstream's last good list once at least one of them is live, so a corrupt
     /// cache file is only replaced by a good one.
     async fn write_cache(&self) {
@@ -665,15 +754,8 @@ impl Registry {
             .call_for(method, Some(params), up.timeouts.request, ctx)
             .await
             .map_err(CallError::into_rpc)?;
-        if method == "resources/read"
-            && !up.prefix.is_empty()
-            && let Some(contents) = result.get_mut("contents").and_then(Value::as_array_mut)
-        {
-            for c in contents {
-                if let Some(uri) = c.get("uri").and_then(Value::as_str) {
-                    c["uri"] = Value::String(naming::expose_uri(&up.prefix, uri));
-                }
-            }
+        if !up.prefix.is_empty() {
+            expose_result_uris(&up.prefix, method, &mut result);
         }
         Ok(result)
     }

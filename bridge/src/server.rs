@@ -39,6 +39,8 @@ pub struct Bridge {
     pub list_changes: std::sync::atomic::AtomicU64,
     /// Numbers POST SSE streams, for event ids unique within a session.
     pub streams: std::sync::atomic::AtomicU64,
+    /// How long a list waits for upstreams in their first handshake (`first_list_wait_secs`).
+    pub first_list_wait: Duration,
 }
 
 /// How much of a request body is read, and for how long.
@@ -517,6 +519,15 @@ async fn dispatch(
     params: Option<Value>,
     ctx: Arc<RequestContext>,
 ) -> Result<Reply, RpcError> {
+    if matches!(
+        method,
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list"
+    ) {
+        bridge
+            .registry
+            .wait_for_first_lists(bridge.first_list_wait)
+            .await;
+    }
     let list = |kind: ListKind| {
         if params
             .as_ref()

@@ -80,6 +80,9 @@ pub struct ServerSettings {
     /// A request whose body has not fully arrived this many seconds after its headers gets 408
     /// and its connection is closed.
     pub body_timeout_secs: u64,
+    /// On a first start (no warm cache), how long a client's `tools/list` (and the other lists)
+    /// waits for upstreams still in their first handshake before answering with what is ready.
+    pub first_list_wait_secs: f64,
 }
 
 impl Default for ServerSettings {
@@ -94,6 +97,7 @@ impl Default for ServerSettings {
             max_sessions: 10_000,
             header_timeout_secs: 10,
             body_timeout_secs: 30,
+            first_list_wait_secs: 5.0,
         }
     }
 }
