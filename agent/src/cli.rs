@@ -122,13 +122,19 @@ async fn shutdown_signal() {
     match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(mut term), Ok(mut int)) => {
+        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
+            // SIGHUP (sent to reload the bridge, or by a closing terminal) must not kill the
+            // agent; it does not re-read config.toml yet, and says so.
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP received: mcp-cred-agent reads config.toml only at start; restart it to apply a changed configuration"
+                ),
             }
-        }
+        },
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }

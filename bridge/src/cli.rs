@@ -231,7 +231,17 @@ async fn shutdown_signal() {
 }
 
 async fn status(json: bool) -> anyhow::Result<()> {
-    let config = load_config()?;
+    // A broken config.toml must not hide a running bridge: ask it where the environment (or
+    // the defaults) say it listens, and say what is wrong with the file.
+    let config = match load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "warning: {e:#}\n(asking the running bridge anyway; it keeps the configuration it started with)"
+            );
+            proto::config::load(&env_snapshot(), |_: &Path| Ok(None))?
+        }
+    };
     let host = if config.host.contains(':') {
         format!("[{}]", config.host)
     } else {

@@ -67,6 +67,40 @@ fn strings(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Whether an `mcpServers` entry is this bridge: the shim (which our README tells users to add
+/// to claude_desktop_config.json), the bridge binary, or a URL on the bridge's port on loopback
+/// (directly or through a wrapper such as mcp-remote).
+fn points_at_the_bridge(s: &Value) -> Option<String> {
+    let cmd = s.get("command").and_then(Value::as_str).unwrap_or("");
+    let base = Path::new(cmd)
+        .file_name()
+        .and_then(|b| b.to_str())
+        .unwrap_or("")
+        .trim_end_matches(".exe");
+    if base == "mcp-bridge-shim" || base == "mcp-bridge" {
+        return Some(format!("command {cmd}"));
+    }
+    let args = s.get("args").and_then(Value::as_array);
+    let urls = s
+        .get("url")
+        .and_then(Value::as_str)
+        .into_iter()
+        .chain(args.into_iter().flatten().filter_map(Value::as_str));
+    for u in urls {
+        let Ok(url) = url::Url::parse(u) else {
+            continue;
+        };
+        let loopback = matches!(
+            url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        );
+        if loopback && url.port() == Some(proto::config::DEFAULT_PORT) {
+            return Some(format!("URL {u}"));
+        }
+    }
+    None
+}
+
 /// The TOML for every server in an `mcpServers` document, and notes on what was skipped.
 pub fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
     let doc: Value = serde_json::from_str(json).context("not valid JSON")?;
@@ -78,6 +112,12 @@ pub fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
     let mut notes = Vec::new();
     let mut taken = Vec::new();
     for (raw, s) in servers {
+        if let Some(why) = points_at_the_bridge(s) {
+            notes.push(format!(
+                "{raw:?} is mcp-bridge itself ({why}); skipped, or the bridge would proxy itself"
+            ));
+            continue;
+        }
         let name = name_of(raw, &taken);
         if &name != raw {
             notes.push(format!(
@@ -165,6 +205,27 @@ pub fn run(source: &Path, config_dir: &Path, force: bool) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_that_are_the_bridge_itself_are_skipped() {
+        let json = r#"{"mcpServers": {
+            "mcp-bridge": {"command": "/opt/mcp-bridge/target/release/mcp-bridge-shim", "args": ["--url", "http://127.0.0.1:8769/mcp"]},
+            "remote-me": {"command": "npx", "args": ["-y", "mcp-remote", "http://localhost:8769/mcp"]},
+            "direct-me": {"url": "http://127.0.0.1:8769/mcp"},
+            "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"]}
+        }}"#;
+        let (toml, notes) = convert(json).unwrap();
+        assert!(toml.contains("name = \"files\""), "{toml}");
+        for skipped in ["mcp-bridge", "remote-me", "direct-me"] {
+            assert!(!toml.contains(&format!("name = \"{skipped}\"")), "{toml}");
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n.contains(skipped) && n.contains("proxy itself")),
+                "{notes:?}"
+            );
+        }
+    }
 
     #[test]
     fn converts_a_claude_desktop_config() {

@@ -74,7 +74,7 @@ pub fn child_env<'a>(
     let inherit: Vec<&String> = inherit.into_iter().collect();
     let mut out: BTreeMap<String, String> = parent
         .into_iter()
-        .filter(|(k, _)| is_basic(k) || inherit.iter().any(|i| *i == k))
+        .filter(|(k, _)| is_basic(k) || inherit.contains(&k))
         .collect();
     out.extend(explicit.iter().map(|(k, v)| (k.clone(), v.clone())));
     out.retain(|k, _| !crate::config::is_daemon_var(k));

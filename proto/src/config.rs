@@ -278,6 +278,22 @@ enum RawRoots {
     Word(String),
 }
 
+/// Says what to write where the TOML parser's own words would not.
+fn explain(message: &str) -> String {
+    if message.contains("untagged enum Auth") {
+        return "`auth` must be \"none\", \"oauth\" or { bearer_env = \"VAR_NAME\" }".into();
+    }
+    if message.contains("untagged enum RawRoots") {
+        return "`roots` must be a list of file:// URIs, \"none\" or \"client\"".into();
+    }
+    if message.contains("expected a sequence") && message.contains("map") {
+        return format!(
+            "{message}: each upstream is an entry of a list, so write [[upstream]] (two brackets), once per upstream"
+        );
+    }
+    message.to_owned()
+}
+
 /// Variables no child process is ever given: the daemons' own settings and secrets.
 pub fn is_daemon_var(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
@@ -303,13 +319,10 @@ pub fn parse_file(
     src: &str,
 ) -> Result<(ServerSettings, LoggingSettings, Vec<UpstreamConfig>), ConfigError> {
     let raw: RawFile = toml::from_str(src).map_err(|e| {
+        let what = explain(e.message().trim_end());
         let message = match e.span() {
-            Some(span) => format!(
-                "line {}: {}",
-                line_of(src, span.start),
-                e.message().trim_end()
-            ),
-            None => e.message().trim_end().to_owned(),
+            Some(span) => format!("line {}: {what}", line_of(src, span.start)),
+            None => what,
         };
         ConfigError::Parse {
             file: file.to_path_buf(),
@@ -740,6 +753,17 @@ prefix = ""
         assert!(e.contains("line 4") && e.contains("pigeon"), "{e}");
         let e = err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\ntransport = \"sse\"\n");
         assert!(e.contains("`transport` apply to `url` upstreams"), "{e}");
+    }
+
+    #[test]
+    fn common_mistakes_say_what_to_write() {
+        let e = err_of("[[upstream]]\nname = \"a\"\nurl = \"http://x\"\nauth = \"oauth2\"\n");
+        assert!(
+            e.contains("line 4") && e.contains("\"none\", \"oauth\" or { bearer_env"),
+            "{e}"
+        );
+        let e = err_of("[upstream]\nname = \"a\"\ncommand = \"x\"\n");
+        assert!(e.contains("[[upstream]]") && e.contains("line 1"), "{e}");
     }
 
     #[test]

@@ -67,6 +67,24 @@ async fn status_shows_one_upstream_up_and_one_down() {
         text.contains("alpha") && text.contains("ready") && text.contains("broken"),
         "{text}"
     );
+    // A config.toml broken while the bridge runs: status still finds and asks it.
+    std::fs::write(b.dir.join("config.toml"), "[upstream]\nname = \n").unwrap();
+    let (dir, port) = (b.dir.clone(), b.port);
+    let out =
+        tokio::task::spawn_blocking(move || bridge_cli(&dir, Some(port), &["status", "--json"]))
+            .await
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "status with a broken config: {stderr}"
+    );
+    assert!(
+        stderr.contains("config.toml"),
+        "names the broken file: {stderr}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["upstreams"].as_array().unwrap().len(), 2);
 }
 
 #[test]

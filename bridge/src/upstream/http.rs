@@ -409,6 +409,13 @@ impl Conn {
                 }
             };
             match resp.status().as_u16() {
+                401 if matches!(self.spec.auth, Auth::None) => {
+                    let _ = self.fail.send(Failure::Broken(format!(
+                        "the upstream answered 401: it wants authorization; set auth = \"oauth\" on upstream {:?} in config.toml (then run `mcp-cred-agent login {}`), or auth = {{ bearer_env = \"VAR\" }} for a fixed token",
+                        self.up.name, self.up.name
+                    )));
+                    return;
+                }
                 401 => {
                     if rejected {
                         let _ = self.fail.send(Failure::Broken(
