@@ -204,6 +204,8 @@ async fn serve_http(
             }
         });
     }
+    // Stop listening at once: a restarted bridge can bind the port while this one drains.
+    drop(listener);
     stop.cancel();
     conns.close();
     let _ = tokio::time::timeout(DRAIN, conns.wait()).await;

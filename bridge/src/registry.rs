@@ -776,6 +776,16 @@ impl Registry {
         }
     }
 
+    /// A login completed: every upstream waiting for one retries now, not at the end of its
+    /// backoff.
+    pub fn wake_waiting_for_login(&self) {
+        for up in self.upstreams() {
+            if up.state() == State::NeedsLogin {
+                up.wake.notify_one();
+            }
+        }
+    }
+
     /// A client's roots changed: tells the upstreams that serve exactly that client
     /// (`roots = "client"`, leased by it); no other upstream ever sees a client's roots.
     pub fn roots_changed(&self, session: &crate::session::Session) {

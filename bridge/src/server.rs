@@ -509,6 +509,7 @@ fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> 
             "version": env!("CARGO_PKG_VERSION"),
         },
         "instructions": "This server bridges several MCP servers. Tool names are <upstream>__<tool>.",
+        "_meta": { crate::upstream::INSTANCE_META: crate::upstream::instance_id() },
     });
     reply(headers, id, Ok(Reply::Value(result)), Some(&session.id))
 }
@@ -692,10 +693,14 @@ async fn oauth_callback(
         error: pairs.get("error").cloned(),
     };
     let (status, text) = match bridge.registry.agent.request(request).await {
-        Ok(proto::Response::Ack) => (
-            StatusCode::OK,
-            "Login complete. You can close this tab.".to_owned(),
-        ),
+        Ok(proto::Response::Ack) => {
+            // The login is there now: upstreams waiting for one connect at once.
+            bridge.registry.wake_waiting_for_login();
+            (
+                StatusCode::OK,
+                "Login complete. You can close this tab.".to_owned(),
+            )
+        }
         Ok(proto::Response::Error { error }) => {
             (StatusCode::BAD_REQUEST, format!("Login failed: {error}"))
         }

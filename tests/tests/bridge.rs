@@ -447,3 +447,51 @@ async fn the_shared_smoke_harness_passes() {
     );
     assert!(text.contains("11/11 checks passed"), "{text}");
 }
+
+#[tokio::test]
+async fn an_upstream_that_is_this_bridge_is_disabled_not_proxied() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let config = format!(
+        "{}[[upstream]]\nname = \"via_shim\"\ncommand = {:?}\nargs = [\"--url\", {url:?}]\n\n[[upstream]]\nname = \"via_url\"\nurl = {url:?}\n\n",
+        fixture_entry("alpha", &[]),
+        bin("mcp-bridge-shim").display().to_string(),
+    );
+    let b = Bridge::builder()
+        .config(&config)
+        .env("MCP_BRIDGE_PORT", &port.to_string())
+        .start()
+        .await;
+    let status = wait_for(
+        "both self-entries disabled",
+        Duration::from_secs(30),
+        async || {
+            let s = b.status().await;
+            let ups = s["upstreams"].as_array()?.clone();
+            ups.iter()
+                .filter(|u| u["name"] != "alpha")
+                .all(|u| u["state"] == "disabled")
+                .then_some(ups)
+        },
+    )
+    .await;
+    for u in status.iter().filter(|u| u["name"] != "alpha") {
+        assert!(
+            u["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("this mcp-bridge itself"),
+            "{u}"
+        );
+    }
+    let c = b.client().await;
+    let names = c.tool_names().await;
+    assert!(names.iter().all(|n| !n.starts_with("via_")), "{names:?}");
+    assert_eq!(
+        text_of(
+            &c.call_tool("alpha__echo", json!({"message": "still here"}))
+                .await
+        ),
+        "[alpha] still here"
+    );
+}

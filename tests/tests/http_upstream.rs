@@ -376,3 +376,52 @@ async fn an_oversized_upstream_answer_is_refused_not_buffered() {
         .await;
     assert_eq!(text_of(&r), "[remote] fine", "{r}");
 }
+
+#[tokio::test]
+async fn a_login_reaches_the_bridge_at_once_and_ready_clears_the_error() {
+    let fixture = FixtureHttp::start(&[], None).await;
+    let dir = TempDir::new("late-login");
+    dir.write("config.toml", &oauth_entry("remote", &fixture.mcp_url()));
+    let agent = AgentProc::start(dir.path(), &[]).await;
+    let b = Bridge::builder().in_dir(dir.path()).start().await;
+    let remote = async || {
+        let status = b.status().await;
+        status["upstreams"]
+            .as_array()?
+            .iter()
+            .find(|u| u["name"] == "remote")
+            .cloned()
+    };
+    // Let it fail a few times, so its backoff has grown.
+    wait_for(
+        "needs_login, retried",
+        Duration::from_secs(30),
+        async || {
+            let r = remote().await?;
+            (r["state"] == "needs_login" && r["failures"].as_u64()? >= 4).then_some(())
+        },
+    )
+    .await;
+    let out = agent.cli(&["login", "remote", "--no-browser"]).await;
+    assert!(
+        out.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logged_in = std::time::Instant::now();
+    // Bounded by the needs-login retry (2 s), not by the grown backoff.
+    let r = wait_for(
+        "the bridge to use the login",
+        Duration::from_secs(8),
+        async || remote().await.filter(|r| r["state"] == "ready"),
+    )
+    .await;
+    assert!(
+        r["last_error"].is_null(),
+        "Ready clears the stale error: {r}"
+    );
+    eprintln!(
+        "login picked up {:.2} s after it completed",
+        logged_in.elapsed().as_secs_f64()
+    );
+}

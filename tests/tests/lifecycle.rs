@@ -303,3 +303,46 @@ async fn sighup_reload_starts_stops_and_keeps_upstreams() {
         "[beta] still"
     );
 }
+
+#[tokio::test]
+async fn a_restart_right_after_sigterm_binds_the_port_while_a_call_drains() {
+    let port = free_port().to_string();
+    let dir = TempDir::new("restart-port");
+    let config = fixture_entry("alpha", &[]);
+    let first = Bridge::builder()
+        .config(&config)
+        .in_dir(dir.path())
+        .env("MCP_BRIDGE_PORT", &port)
+        .start()
+        .await;
+    first.wait_ready(1).await;
+    let c = first.client().await;
+    let slow = c.fork();
+    let call =
+        tokio::spawn(async move { slow.call_tool("alpha__sleep", json!({"ms": 4000})).await });
+    first
+        .wait_log("the call to be in flight", |l| {
+            l.contains("sleeping 4000 ms")
+        })
+        .await;
+    signal(first.pid(), libc::SIGTERM);
+    // The service manager restarts it at once: the port must be free although the old process
+    // is still draining the call.
+    let second = Bridge::builder()
+        .config(&config)
+        .in_dir(dir.path())
+        .env("MCP_BRIDGE_PORT", &port)
+        .start()
+        .await;
+    assert!(
+        alive(first.child.id()),
+        "the first bridge was still draining when the second bound the port"
+    );
+    assert_eq!(second.port.to_string(), port);
+    let answer = call.await.unwrap();
+    assert_eq!(
+        text_of(&answer),
+        "[alpha] slept 4000",
+        "the in-flight call finished"
+    );
+}

@@ -188,6 +188,13 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                         }
                         up.became_ready(&peer);
                     }
+                    Err(super::CallError::Disabled { reason, .. }) => {
+                        peer.close(&reason);
+                        conn.delete_session().await;
+                        conn.stop_legacy();
+                        sender.abort();
+                        return Outcome::Disabled { reason };
+                    }
                     Err(e) => {
                         // A token problem reported on the failure channel explains better.
                         let why = fail_rx.try_recv().ok();
@@ -833,7 +840,12 @@ impl Conn {
     /// The stream ending is no sign of life: it is reopened at once, and if the server cannot
     /// be reached or no longer knows the session (it restarted), the connection fails and the
     /// supervisor reconnects, so a restarted upstream is found without waiting for a call.
+    /// The first open failing to connect is a failure too (the server went away meanwhile).
     async fn server_stream(self: Arc<Self>, peer: Arc<RpcPeer>) {
+        // The first GET is made moments after the session was created: any refusal means the
+        // server offers no GET stream (405 per the spec; some answer 404). A refusal on a
+        // reopen, after a stream that was open ended, means the server lost the session.
+        let mut reopening = false;
         loop {
             let Ok(token) = self.bearer().await else {
                 return;
@@ -860,7 +872,7 @@ impl Conn {
                     .chars()
                     .take(300)
                     .collect::<String>();
-                if session_lost(status, &body) {
+                if reopening && session_lost(status, &body) {
                     let _ = self.fail.send(Failure::Broken(format!(
                         "the upstream lost the session (GET stream answered HTTP {status}: {body})"
                     )));
@@ -880,6 +892,7 @@ impl Conn {
                     }
                 }
             }
+            reopening = true;
             tracing::debug!(upstream = %self.up.name, "the GET stream ended; reopening it");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

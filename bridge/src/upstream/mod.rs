@@ -23,6 +23,29 @@ use crate::jsonrpc::{self, RpcError};
 use proto::config::Roots;
 use rpc::{Guess, RpcPeer};
 
+/// This bridge process's instance id, sent in its `initialize` result (`_meta`), so an upstream
+/// that turns out to be this very bridge (directly, through the shim or a wrapper) is
+/// recognised instead of proxying itself in a loop.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut b = [0u8; 16];
+        // Without OS randomness the time and pid still tell two processes apart.
+        if getrandom::fill(&mut b).is_err() {
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            b[..8].copy_from_slice(&(t as u64).to_le_bytes());
+            b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    })
+}
+
+/// The `_meta` key of [`instance_id`].
+pub const INSTANCE_META: &str = "io.github.mcp-bridge/instance";
+
 /// Protocol versions the bridge speaks, newest first.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 pub const LATEST_VERSION: &str = SUPPORTED_VERSIONS[0];
@@ -100,17 +123,22 @@ pub enum CallError {
     /// The upstream answered with a JSON-RPC error; passed through unchanged.
     #[error("upstream error: {}", .0.message())]
     Rpc(RpcError),
+    /// The upstream cannot be used as configured and is not retried (it is this bridge).
+    #[error("upstream '{upstream}' is disabled: {reason}")]
+    Disabled { upstream: String, reason: String },
 }
 
 impl CallError {
     pub fn into_rpc(self) -> RpcError {
         match self {
             Self::Rpc(e) => e,
-            Self::Unavailable { ref upstream, .. } => RpcError::with_data(
-                jsonrpc::UPSTREAM_UNAVAILABLE,
-                self.to_string(),
-                serde_json::json!({ "upstream": upstream }),
-            ),
+            Self::Unavailable { ref upstream, .. } | Self::Disabled { ref upstream, .. } => {
+                RpcError::with_data(
+                    jsonrpc::UPSTREAM_UNAVAILABLE,
+                    self.to_string(),
+                    serde_json::json!({ "upstream": upstream }),
+                )
+            }
             Self::Timeout { ref upstream, .. } => RpcError::with_data(
                 jsonrpc::REQUEST_TIMEOUT,
                 self.to_string(),
@@ -636,6 +664,17 @@ pub(crate) async fn handshake(
         "clientInfo": { "name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") },
     });
     let init = peer.call("initialize", Some(params), timeout).await?;
+    if init
+        .get("_meta")
+        .and_then(|m| m.get(INSTANCE_META))
+        .and_then(Value::as_str)
+        == Some(instance_id())
+    {
+        return Err(CallError::Disabled {
+            upstream: up.name.to_string(),
+            reason: "it is this mcp-bridge itself (the shim, or a URL of this bridge); remove this entry from config.toml, or the bridge would proxy itself in a loop".into(),
+        });
+    }
     let version = init
         .get("protocolVersion")
         .and_then(Value::as_str)

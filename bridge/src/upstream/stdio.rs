@@ -150,6 +150,13 @@ async fn run_once(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToke
                         }
                         up.became_ready(&peer);
                     }
+                    Err(super::CallError::Disabled { reason, .. }) => {
+                        up.set_conn(None);
+                        peer.close(&reason);
+                        reader.abort();
+                        stop_child(&mut child, pid, &close_stdin).await;
+                        return Outcome::Disabled { reason };
+                    }
                     Err(e) => break format!("handshake failed: {e}"),
                 }
             }

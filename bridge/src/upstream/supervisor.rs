@@ -18,6 +18,8 @@ pub const MAX_DELAY: Duration = Duration::from_secs(60);
 /// A connection must stay up this long before the backoff starts again from the minimum, so a
 /// crash loop does not restart at the minimum delay forever.
 pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Longest wait between attempts while an upstream needs a login.
+pub const NEEDS_LOGIN_RETRY: Duration = Duration::from_secs(2);
 /// Shortest wait between attempts even when the jitter draws zero: no hot loop.
 const FLOOR: Duration = Duration::from_millis(50);
 
@@ -80,6 +82,10 @@ pub enum Outcome {
     },
     /// The connection was ended on purpose ([`Upstream::restart`]): start again at once.
     Restart,
+    /// The upstream cannot work as configured: shown as Disabled, not retried.
+    Disabled {
+        reason: String,
+    },
 }
 
 /// Runs `connect` until `shutdown`, with backoff between failed attempts.
@@ -101,6 +107,16 @@ where
             outcome = connect() => match outcome {
                 Outcome::Shutdown => break,
                 Outcome::Restart => continue,
+                Outcome::Disabled { reason } => {
+                    tracing::error!(upstream = %up.name, error = %reason, "upstream disabled");
+                    up.update_status(|s| {
+                        s.state = State::Disabled;
+                        s.last_error = Some(reason);
+                        s.next_retry_at = None;
+                    });
+                    shutdown.cancelled().await;
+                    return;
+                }
                 Outcome::Failed { reason, was_ready_for } => (reason, was_ready_for, State::Backoff),
                 Outcome::NeedsLogin { reason } => (reason, Duration::ZERO, State::NeedsLogin),
             },
@@ -109,7 +125,12 @@ where
         if was_ready_for >= STABLE_AFTER {
             backoff.reset();
         }
-        let delay = backoff.next_delay();
+        // Waiting for a login costs one local round trip to the agent per attempt: retry often,
+        // so a login done with `mcp-cred-agent login` is picked up within a couple of seconds.
+        let delay = match state {
+            State::NeedsLogin => backoff.next_delay().min(NEEDS_LOGIN_RETRY),
+            _ => backoff.next_delay(),
+        };
         tracing::warn!(upstream = %up.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "upstream down; reconnecting");
         up.update_status(|s| {
             s.state = state;
@@ -149,7 +170,8 @@ pub async fn keepalive(
         }
         let started = Instant::now();
         match peer.call("ping", None, timeout).await {
-            // Any answer, even an error, proves the upstream is alive.
+            // Any JSON-RPC answer, even an error, proves the upstream is alive (an HTTP error
+            // answer to a ping fails the connection in the transport instead).
             Ok(_) | Err(CallError::Rpc(_)) => {
                 tracing::trace!(upstream = %peer.upstream(), ms = started.elapsed().as_millis() as u64, "ping");
                 // Wait a full interval before the next ping, even if nothing else arrives.
@@ -162,7 +184,7 @@ pub async fn keepalive(
                 ));
                 return;
             }
-            Err(CallError::Unavailable { .. }) => return,
+            Err(CallError::Unavailable { .. } | CallError::Disabled { .. }) => return,
         }
     }
 }
