@@ -108,6 +108,17 @@ async fn serve() -> anyhow::Result<()> {
     }
     let agent = crate::tokens::Agent::new(&config, crate::consent::OwnerPassword::from_env())?;
     agent.spawn_refreshers();
+    // SIGHUP re-reads config.toml, as it does for the bridge (and must not kill the agent).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let reloading = agent.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match load() {
+                Ok((config, _)) => reloading.reload(&config),
+                Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e:#}"),
+            }
+        }
+    });
     let listener = crate::server::bind(&socket).await?;
     tracing::info!(
         "mcp-cred-agent {} listening on {}",
@@ -122,19 +133,13 @@ async fn shutdown_signal() {
     match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
     ) {
-        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
-            // SIGHUP (sent to reload the bridge, or by a closing terminal) must not kill the
-            // agent; it does not re-read config.toml yet, and says so.
+        (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
-                _ = term.recv() => return,
-                _ = int.recv() => return,
-                _ = hup.recv() => tracing::warn!(
-                    "SIGHUP received: mcp-cred-agent reads config.toml only at start; restart it to apply a changed configuration"
-                ),
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-        },
+        }
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }

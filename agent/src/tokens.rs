@@ -71,11 +71,15 @@ struct PendingLogin {
 }
 
 pub struct Agent {
-    upstreams: BTreeMap<String, OAuthUpstream>,
+    /// The OAuth upstreams of the configuration (replaced on SIGHUP).
+    upstreams: std::sync::RwLock<BTreeMap<String, OAuthUpstream>>,
     redirect_uri: String,
     store: FileStore,
     state: tokio::sync::Mutex<store::State>,
-    refresh_locks: HashMap<String, tokio::sync::Mutex<()>>,
+    /// One refresh at a time per upstream.
+    refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Upstreams with a background refresher running.
+    refreshers: Mutex<std::collections::HashSet<String>>,
     http: reqwest::Client,
     password: OwnerPassword,
     pending: Mutex<HashMap<String, PendingLogin>>,
@@ -88,6 +92,35 @@ pub struct Agent {
     step_ups: Mutex<HashMap<String, std::time::Instant>>,
     /// Bumped when a login changes, to wake the background refreshers.
     changed: watch::Sender<u64>,
+}
+
+/// The OAuth upstreams a configuration names.
+fn oauth_upstreams(config: &Config) -> BTreeMap<String, OAuthUpstream> {
+    config
+        .upstreams
+        .iter()
+        .filter_map(|u| match &u.transport {
+            Transport::Http {
+                url,
+                auth: Auth::Named(AuthKind::Oauth),
+                scopes,
+                resource,
+                client_id,
+                allow_local_oauth,
+                ..
+            } => Some((
+                u.name.clone(),
+                OAuthUpstream {
+                    url: url.clone(),
+                    scopes: scopes.clone(),
+                    send_resource: *resource,
+                    client_id: client_id.clone(),
+                    allow_local: *allow_local_oauth,
+                },
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn creds_of(l: &store::Login) -> oauth::ClientCreds {
@@ -114,43 +147,16 @@ fn needs_login(upstream: &str) -> AgentError {
 impl Agent {
     /// Loads the store; a store with a bad mode, owner or content is refused.
     pub fn new(config: &Config, password: OwnerPassword) -> Result<Arc<Self>, store::StoreError> {
-        let upstreams: BTreeMap<String, OAuthUpstream> = config
-            .upstreams
-            .iter()
-            .filter_map(|u| match &u.transport {
-                Transport::Http {
-                    url,
-                    auth: Auth::Named(AuthKind::Oauth),
-                    scopes,
-                    resource,
-                    client_id,
-                    allow_local_oauth,
-                    ..
-                } => Some((
-                    u.name.clone(),
-                    OAuthUpstream {
-                        url: url.clone(),
-                        scopes: scopes.clone(),
-                        send_resource: *resource,
-                        client_id: client_id.clone(),
-                        allow_local: *allow_local_oauth,
-                    },
-                )),
-                _ => None,
-            })
-            .collect();
+        let upstreams = oauth_upstreams(config);
         let store = FileStore::new(&config.config_dir);
         let state = store.load()?;
-        let refresh_locks = upstreams
-            .keys()
-            .map(|k| (k.clone(), tokio::sync::Mutex::new(())))
-            .collect();
         Ok(Arc::new(Self {
             redirect_uri: format!("http://127.0.0.1:{}/oauth/callback", config.port),
-            upstreams,
+            upstreams: std::sync::RwLock::new(upstreams),
             store,
             state: tokio::sync::Mutex::new(state),
-            refresh_locks,
+            refresh_locks: Mutex::new(HashMap::new()),
+            refreshers: Mutex::new(Default::default()),
             http: oauth::http_client(),
             password,
             pending: Mutex::new(HashMap::new()),
@@ -189,12 +195,51 @@ impl Agent {
         result.unwrap_or_else(|error| Response::Error { error })
     }
 
-    fn known(&self, upstream: &str) -> Result<&OAuthUpstream, AgentError> {
+    fn known(&self, upstream: &str) -> Result<OAuthUpstream, AgentError> {
         self.upstreams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(upstream)
+            .cloned()
             .ok_or_else(|| AgentError::UnknownUpstream {
                 upstream: upstream.to_owned(),
             })
+    }
+
+    /// The lock that keeps refreshes (and the re-logins after them) of `upstream` one at a time.
+    fn refresh_lock(&self, upstream: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.refresh_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(upstream.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.upstreams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Applies a re-read configuration (SIGHUP): new OAuth upstreams become known (and get a
+    /// background refresher), removed ones are forgotten by the agent's answers (their logins
+    /// stay in the store, so putting an upstream back needs no new login), changed ones take
+    /// the new URL, scopes and options at their next login or refresh.
+    pub fn reload(self: &Arc<Self>, config: &Config) {
+        let next = oauth_upstreams(config);
+        let names: Vec<String> = next.keys().cloned().collect();
+        *self
+            .upstreams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        tracing::info!(upstreams = ?names, "configuration reloaded");
+        self.spawn_refreshers();
+        // Refreshers of removed upstreams notice and end.
+        self.changed.send_modify(|n| *n += 1);
     }
 
     async fn get_token(&self, upstream: &str, min_valid: u64) -> Result<Response, AgentError> {
@@ -205,6 +250,13 @@ impl Agent {
             let life = l.expires_at.saturating_sub(l.issued_at);
             l.access_token.is_some() && l.expires_at >= now() + min_valid.min(life / 2)
         };
+        // A refresh (or the headless re-login that follows an `invalid_grant`) in flight: wait
+        // for it, so a caller arriving meanwhile gets its outcome rather than the NeedsLogin of
+        // the moment in between.
+        let flight = self.refresh_lock(upstream);
+        if flight.try_lock().is_err() {
+            drop(flight.lock().await);
+        }
         // Refresh only if the token this caller found wanting is still the current one: callers
         // that queued behind a refresh take its result instead of refreshing again.
         let seen = {
@@ -289,11 +341,8 @@ impl Agent {
         upstream: &str,
         stale: impl Fn(&store::Login) -> bool,
     ) -> Result<(), AgentError> {
-        let Some(lock) = self.refresh_locks.get(upstream) else {
-            return Err(AgentError::UnknownUpstream {
-                upstream: upstream.to_owned(),
-            });
-        };
+        self.known(upstream)?;
+        let lock = self.refresh_lock(upstream);
         let _flight = lock.lock().await;
         let (rt, creds, token_endpoint, resource) = {
             let st = self.state.lock().await;
@@ -475,7 +524,7 @@ impl Agent {
     }
 
     async fn login(&self, upstream: &str) -> Result<Response, AgentError> {
-        let cfg = self.known(upstream)?.clone();
+        let cfg = self.known(upstream)?;
         let failed = |reason: String| AgentError::LoginFailed {
             upstream: upstream.to_owned(),
             reason,
@@ -718,12 +767,12 @@ impl Agent {
     async fn status(&self) -> Response {
         let st = self.state.lock().await;
         let upstreams = self
-            .upstreams
-            .keys()
+            .names()
+            .into_iter()
             .map(|name| {
-                let l = st.upstreams.get(name);
+                let l = st.upstreams.get(&name);
                 UpstreamStatus {
-                    name: name.clone(),
+                    name,
                     logged_in: l.is_some_and(|l| {
                         !l.needs_login && (l.refresh_token.is_some() || l.expires_at > now())
                     }),
@@ -740,9 +789,24 @@ impl Agent {
     /// One background task per upstream: refresh at ~80% of the token's life; on failure retry
     /// with backoff (the old token is served meanwhile until it expires).
     pub fn spawn_refreshers(self: &Arc<Self>) {
-        for name in self.upstreams.keys() {
-            let (agent, name) = (self.clone(), name.clone());
-            tokio::spawn(async move { agent.refresher(&name).await });
+        for name in self.names() {
+            if !self
+                .refreshers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.clone())
+            {
+                continue;
+            }
+            let agent = self.clone();
+            tokio::spawn(async move {
+                agent.refresher(&name).await;
+                agent
+                    .refreshers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&name);
+            });
         }
     }
 
@@ -751,6 +815,9 @@ impl Agent {
         let mut changed = self.changed.subscribe();
         loop {
             changed.borrow_and_update();
+            if self.known(upstream).is_err() {
+                return;
+            }
             let due = {
                 let st = self.state.lock().await;
                 st.upstreams

@@ -385,3 +385,64 @@ async fn a_rotation_lost_to_a_crash_heals_with_a_headless_login() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn sighup_makes_the_agent_reread_its_config_and_keeps_it_alive() {
+    let f = FixtureHttp::start(&[], None).await;
+    let (dir, agent) = logged_in(&f, &[]).await;
+    let mut ipc = agent.ipc().await;
+    assert!(matches!(
+        ipc.token("second", 0).await,
+        Response::Error {
+            error: AgentError::UnknownUpstream { .. }
+        }
+    ));
+    dir.write(
+        "config.toml",
+        &(oauth_entry("remote", &f.mcp_url()) + &oauth_entry("second", &f.mcp_url())),
+    );
+    signal(agent.proc.child.id() as i32, libc::SIGHUP);
+    wait_for(
+        "the agent to know the new upstream",
+        Duration::from_secs(10),
+        async || {
+            let Response::Status { upstreams } = ipc.ask(Request::Status).await else {
+                return None;
+            };
+            upstreams.iter().any(|u| u.name == "second").then_some(())
+        },
+    )
+    .await;
+    assert!(
+        alive(agent.proc.child.id()),
+        "SIGHUP must not kill the agent"
+    );
+    let out = agent.cli(&["login", "second", "--no-browser"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(matches!(
+        ipc.token("second", 30).await,
+        Response::Token { .. }
+    ));
+    // The first login is untouched by the reload.
+    assert!(matches!(
+        ipc.token("remote", 30).await,
+        Response::Token { .. }
+    ));
+    // A broken file is refused and the running configuration stays.
+    dir.write("config.toml", "[[upstream]]\nname = \n");
+    signal(agent.proc.child.id() as i32, libc::SIGHUP);
+    agent
+        .proc
+        .wait_log("the broken file to be refused", |l| {
+            l.contains("keeping the running configuration")
+        })
+        .await;
+    assert!(matches!(
+        ipc.token("second", 30).await,
+        Response::Token { .. }
+    ));
+}
