@@ -26,6 +26,9 @@ struct Entry {
     transport: Option<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,
+    /// `"oauth"` where the source entry logged in by itself (an `mcp-remote` wrapper).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -65,6 +68,21 @@ fn strings(v: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The URL of an `npx [-y] mcp-remote[@version] URL ...` entry.
+fn mcp_remote_url(s: &Value) -> Option<String> {
+    let args: Vec<&str> = s
+        .get("args")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| *a == "mcp-remote" || a.starts_with("mcp-remote@"))?;
+    let url = args.get(at + 1)?;
+    (url.starts_with("https://") || url.starts_with("http://")).then(|| (*url).to_owned())
 }
 
 /// Whether an `mcpServers` entry is this bridge: the shim (which our README tells users to add
@@ -134,6 +152,24 @@ pub fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
                 url: Some(url.to_owned()),
                 transport: (s["type"] == "sse").then_some("sse"),
                 headers: strings(&s["headers"]),
+                auth: None,
+            }
+        } else if let Some(url) = mcp_remote_url(s) {
+            // `npx mcp-remote URL` logs in with OAuth for a stdio host: the bridge speaks to the
+            // URL itself, with the credential agent doing the OAuth.
+            notes.push(format!(
+                "{raw:?} wrapped {url} in mcp-remote; imported as a remote upstream with auth = \"oauth\" (run `mcp-cred-agent login {name}` once)"
+            ));
+            Entry {
+                name: name.clone(),
+                command: None,
+                args: vec![],
+                env: BTreeMap::new(),
+                cwd: None,
+                url: Some(url),
+                transport: None,
+                headers: BTreeMap::new(),
+                auth: Some("oauth"),
             }
         } else if let Some(cmd) = s.get("command").and_then(Value::as_str) {
             let args = s
@@ -154,6 +190,7 @@ pub fn convert(json: &str) -> anyhow::Result<(String, Vec<String>)> {
                 url: None,
                 transport: None,
                 headers: BTreeMap::new(),
+                auth: None,
             }
         } else {
             notes.push(format!(
@@ -205,6 +242,17 @@ pub fn run(source: &Path, config_dir: &Path, force: bool) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mcp_remote_wrapper_becomes_an_oauth_upstream() {
+        let json = r#"{"mcpServers": {"linear": {"command": "npx", "args": ["-y", "mcp-remote@0.1.29", "https://mcp.linear.app/sse"]}}}"#;
+        let (toml, notes) = convert(json).unwrap();
+        assert!(toml.contains("url = \"https://mcp.linear.app/sse\""), "{toml}");
+        assert!(toml.contains("auth = \"oauth\""), "{toml}");
+        assert!(!toml.contains("command"), "{toml}");
+        assert!(notes.iter().any(|n| n.contains("mcp-cred-agent login linear")), "{notes:?}");
+        proto::config::parse_file(Path::new("config.toml"), &toml).unwrap();
+    }
 
     #[test]
     fn entries_that_are_the_bridge_itself_are_skipped() {
