@@ -247,10 +247,18 @@ mod tests {
     fn an_mcp_remote_wrapper_becomes_an_oauth_upstream() {
         let json = r#"{"mcpServers": {"linear": {"command": "npx", "args": ["-y", "mcp-remote@0.1.29", "https://mcp.linear.app/sse"]}}}"#;
         let (toml, notes) = convert(json).unwrap();
-        assert!(toml.contains("url = \"https://mcp.linear.app/sse\""), "{toml}");
+        assert!(
+            toml.contains("url = \"https://mcp.linear.app/sse\""),
+            "{toml}"
+        );
         assert!(toml.contains("auth = \"oauth\""), "{toml}");
         assert!(!toml.contains("command"), "{toml}");
-        assert!(notes.iter().any(|n| n.contains("mcp-cred-agent login linear")), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("mcp-cred-agent login linear")),
+            "{notes:?}"
+        );
         proto::config::parse_file(Path::new("config.toml"), &toml).unwrap();
     }
 

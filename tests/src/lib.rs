@@ -431,24 +431,7 @@ impl Client {
 
     /// Connects declaring these client capabilities.
     pub async fn connect_with(url: &str, capabilities: Value) -> Self {
-        let mut c = Self::new(url);
-        let a = c
-            .post_json(
-                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": capabilities,
-                    "clientInfo": {"name": "e2e", "version": "1"}
-                }}),
-            )
-            .await;
-        assert_eq!(a.status, 200, "initialize: {a:?}");
-        c.session = Some(a.header("mcp-session-id").expect("session id").to_owned());
-        c.init = a.json()["result"].clone();
-        let n = c
-            .post_json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await;
-        assert_eq!(n.status, 202);
-        c
+        Self::connect_as(url, capabilities, &[]).await
     }
 
     /// Connects declaring `capabilities`, sending `headers` (Authorization, Origin, ...) on

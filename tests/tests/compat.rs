@@ -798,20 +798,17 @@ async fn third_party_clients_list_and_call_through_the_bridge() {
         tp.node().parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = tokio::process::Command::new(&inspector)
-        .args([
-            "--cli",
-            &b.url,
-            "--transport",
-            "http",
-            "--method",
-            "tools/list",
-        ])
-        .env("PATH", &path)
-        .env("HOME", b.dir.display().to_string())
-        .output()
-        .await
-        .unwrap();
+    let run = async |args: &[&str]| {
+        tokio::process::Command::new(&inspector)
+            .args(["--cli", &b.url, "--transport", "http"])
+            .args(args)
+            .env("PATH", &path)
+            .env("HOME", b.dir.display().to_string())
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = run(&["--method", "tools/list"]).await;
     assert!(
         out.status.success(),
         "inspector: {}",
@@ -820,25 +817,16 @@ async fn third_party_clients_list_and_call_through_the_bridge() {
     let listed: Value = serde_json::from_slice(&out.stdout).expect("inspector prints JSON");
     let n = listed["tools"].as_array().map_or(0, Vec::len);
     assert_eq!(n, ours, "the Inspector CLI sees the catalog");
-    let out = tokio::process::Command::new(&inspector)
-        .args([
-            "--cli",
-            &b.url,
-            "--transport",
-            "http",
-            "--method",
-            "tools/call",
-            "--tool-name",
-            "everything__get-sum",
-            "--tool-arg",
-            "a=1",
-            "b=2",
-        ])
-        .env("PATH", &path)
-        .env("HOME", b.dir.display().to_string())
-        .output()
-        .await
-        .unwrap();
+    let out = run(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "everything__get-sum",
+        "--tool-arg",
+        "a=1",
+        "b=2",
+    ])
+    .await;
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("The sum of 1 and 2 is 3"),
         "{out:?}"

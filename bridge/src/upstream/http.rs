@@ -251,6 +251,12 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
     }
 }
 
+/// The start of an error answer's body, for messages (bounded: read 4 KiB, keep 300 chars).
+async fn error_body(resp: reqwest::Response) -> String {
+    let body = read_capped(resp, 4096).await.unwrap_or_default();
+    String::from_utf8_lossy(&body).chars().take(300).collect()
+}
+
 fn is_initialized_note(line: &[u8]) -> bool {
     serde_json::from_slice::<Value>(line)
         .is_ok_and(|v| v.get("method").and_then(Value::as_str) == Some("notifications/initialized"))
@@ -438,11 +444,7 @@ impl Conn {
                     continue;
                 }
                 s @ (400 | 404) if !is_init && !reinitialized && lock(&self.session).is_some() => {
-                    let body = read_capped(resp, 4096).await.unwrap_or_default();
-                    let body = String::from_utf8_lossy(&body)
-                        .chars()
-                        .take(300)
-                        .collect::<String>();
+                    let body = error_body(resp).await;
                     if !session_lost(s, &body) {
                         if let Some(id) = &id {
                             peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream answered HTTP {s}: {body}")}}));
@@ -488,8 +490,7 @@ impl Conn {
                     return self.post_legacy(peer, line, id.as_ref()).await;
                 }
                 s if !(200..300).contains(&s) => {
-                    let body = read_capped(resp, 4096).await.unwrap_or_default();
-                    let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+                    let body = error_body(resp).await;
                     if method == "ping" {
                         // An error answer to a keepalive is no sign of life.
                         let _ = self.fail.send(Failure::Broken(format!(
@@ -867,11 +868,7 @@ impl Conn {
             };
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
-                let body = read_capped(resp, 4096).await.unwrap_or_default();
-                let body = String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>();
+                let body = error_body(resp).await;
                 if reopening && session_lost(status, &body) {
                     let _ = self.fail.send(Failure::Broken(format!(
                         "the upstream lost the session (GET stream answered HTTP {status}: {body})"
