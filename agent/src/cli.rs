@@ -1,13 +1,10 @@
 //! Command line: `mcp-cred-agent [serve]`, `mcp-cred-agent status [--json]`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use proto::Response;
-use proto::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -69,25 +66,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub fn load() -> anyhow::Result<(Config, PathBuf)> {
-    let env: BTreeMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let config = proto::config::load(&env, |path: &Path| match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    })?;
-    let over = env
-        .get(proto::SOCKET_ENV)
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from);
-    let socket = proto::socket_path(&config.config_dir, over.as_deref())?;
-    Ok((config, socket))
-}
-
 async fn serve() -> anyhow::Result<()> {
-    let (config, socket) = load()?;
+    let (config, socket) = crate::config::load()?;
     match logfile::init_default(
         config.log_path.as_deref(),
         config.logging.max_bytes,
@@ -113,7 +93,7 @@ async fn serve() -> anyhow::Result<()> {
     let reloading = agent.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match load() {
+            match crate::config::load() {
                 Ok((config, _)) => reloading.reload(&config),
                 Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e:#}"),
             }
@@ -147,7 +127,7 @@ async fn shutdown_signal() {
 }
 
 async fn status(json: bool) -> anyhow::Result<()> {
-    let (_, socket) = load()?;
+    let (_, socket) = crate::config::load()?;
     let mut client = crate::server::AgentClient::connect(&socket).await?;
     let Response::Status { upstreams } = client.request(proto::Request::Status).await? else {
         anyhow::bail!("unexpected answer to Status");
@@ -179,7 +159,7 @@ async fn status(json: bool) -> anyhow::Result<()> {
 }
 
 async fn logout(upstream: String) -> anyhow::Result<()> {
-    let (_, socket) = load()?;
+    let (_, socket) = crate::config::load()?;
     let mut client = crate::server::AgentClient::connect(&socket).await?;
     match client
         .request(proto::Request::Logout {

@@ -2,6 +2,7 @@
 //! tokens to the bridge over a Unix socket (see the `proto` crate for the contract).
 //!
 pub mod cli;
+pub mod config;
 pub mod consent;
 pub mod login;
 pub mod netguard;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::server::AgentClient;
 
 pub async fn run(upstream: Option<String>, no_browser: bool) -> anyhow::Result<()> {
-    let (config, socket) = crate::cli::load()?;
+    let (config, socket) = crate::config::load()?;
     let mut client = AgentClient::connect(&socket).await?;
     let names: Vec<String> = match upstream {
         Some(u) => vec![u],

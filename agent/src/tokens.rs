@@ -6,7 +6,9 @@
 //! refresh token never leaves this process.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proto::config::{Auth, AuthKind, Config, Transport};
@@ -34,7 +36,7 @@ const AUTO_LOGIN_GAP: std::time::Duration = std::time::Duration::from_secs(60);
 /// True (and noted) if `upstream` had no automatic login of this kind in the last
 /// [`AUTO_LOGIN_GAP`]; false otherwise.
 fn first_in_a_while(last: &Mutex<HashMap<String, std::time::Instant>>, upstream: &str) -> bool {
-    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut last = last.lock();
     if last
         .get(upstream)
         .is_some_and(|t| t.elapsed() < AUTO_LOGIN_GAP)
@@ -72,7 +74,7 @@ struct PendingLogin {
 
 pub struct Agent {
     /// The OAuth upstreams of the configuration (replaced on SIGHUP).
-    upstreams: std::sync::RwLock<BTreeMap<String, OAuthUpstream>>,
+    upstreams: parking_lot::RwLock<BTreeMap<String, OAuthUpstream>>,
     redirect_uri: String,
     store: FileStore,
     state: tokio::sync::Mutex<store::State>,
@@ -152,7 +154,7 @@ impl Agent {
         let state = store.load()?;
         Ok(Arc::new(Self {
             redirect_uri: format!("http://127.0.0.1:{}/oauth/callback", config.port),
-            upstreams: std::sync::RwLock::new(upstreams),
+            upstreams: parking_lot::RwLock::new(upstreams),
             store,
             state: tokio::sync::Mutex::new(state),
             refresh_locks: Mutex::new(HashMap::new()),
@@ -198,7 +200,6 @@ impl Agent {
     fn known(&self, upstream: &str) -> Result<OAuthUpstream, AgentError> {
         self.upstreams
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
             .get(upstream)
             .cloned()
             .ok_or_else(|| AgentError::UnknownUpstream {
@@ -210,19 +211,13 @@ impl Agent {
     fn refresh_lock(&self, upstream: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.refresh_locks
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .entry(upstream.to_owned())
             .or_default()
             .clone()
     }
 
     fn names(&self) -> Vec<String> {
-        self.upstreams
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect()
+        self.upstreams.read().keys().cloned().collect()
     }
 
     /// Applies a re-read configuration (SIGHUP): new OAuth upstreams become known (and get a
@@ -232,10 +227,7 @@ impl Agent {
     pub fn reload(self: &Arc<Self>, config: &Config) {
         let next = oauth_upstreams(config);
         let names: Vec<String> = next.keys().cloned().collect();
-        *self
-            .upstreams
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = next;
+        *self.upstreams.write() = next;
         tracing::info!(upstreams = ?names, "configuration reloaded");
         self.spawn_refreshers();
         // Refreshers of removed upstreams notice and end.
@@ -465,10 +457,7 @@ impl Agent {
             ));
         }
         {
-            let mut extra = self
-                .extra_scopes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut extra = self.extra_scopes.lock();
             let e = extra.entry(upstream.to_owned()).or_default();
             for w in &wanted {
                 if !e.contains(w) {
@@ -544,7 +533,6 @@ impl Agent {
         let extra = self
             .extra_scopes
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .get(upstream)
             .cloned()
             .unwrap_or_default();
@@ -578,18 +566,15 @@ impl Agent {
         .map_err(failed)?;
         let url = pending.authorization_url.clone();
         let state = pending.state.clone();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                state,
-                PendingLogin {
-                    upstream: upstream.to_owned(),
-                    verifier: pending.verifier,
-                    discovered: d,
-                    creds,
-                },
-            );
+        self.pending.lock().insert(
+            state,
+            PendingLogin {
+                upstream: upstream.to_owned(),
+                verifier: pending.verifier,
+                discovered: d,
+                creds,
+            },
+        );
         match outcome {
             consent::Outcome::Redirected {
                 code,
@@ -668,12 +653,7 @@ impl Agent {
         error: Option<String>,
         iss: Option<String>,
     ) -> Result<(), AgentError> {
-        let Some(p) = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(state)
-        else {
+        let Some(p) = self.pending.lock().remove(state) else {
             return Err(AgentError::UnknownState);
         };
         let failed = |reason: String| AgentError::LoginFailed {
@@ -790,22 +770,13 @@ impl Agent {
     /// with backoff (the old token is served meanwhile until it expires).
     pub fn spawn_refreshers(self: &Arc<Self>) {
         for name in self.names() {
-            if !self
-                .refreshers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(name.clone())
-            {
+            if !self.refreshers.lock().insert(name.clone()) {
                 continue;
             }
             let agent = self.clone();
             tokio::spawn(async move {
                 agent.refresher(&name).await;
-                agent
-                    .refreshers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&name);
+                agent.refreshers.lock().remove(&name);
             });
         }
     }

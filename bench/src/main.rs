@@ -157,6 +157,25 @@ impl Mcp {
             .unwrap_or_default()
             .to_owned();
         let _ = r.bytes().await?;
+        // The handshake as the spec has it: a strict server refuses requests before this.
+        let mut note = http
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2025-11-25");
+        if !session.is_empty() {
+            note = note.header("mcp-session-id", &session);
+        }
+        let n = note
+            .body(json!({"jsonrpc":"2.0","method":"notifications/initialized"}).to_string())
+            .send()
+            .await?;
+        if !n.status().is_success() {
+            bail!(
+                "{url} refused notifications/initialized: HTTP {}",
+                n.status()
+            );
+        }
         Ok(Self {
             http: http.clone(),
             url: url.to_owned(),
@@ -332,7 +351,11 @@ fn machine() -> String {
     )
 }
 
-async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
+async fn run(
+    out: Option<PathBuf>,
+    secs: f64,
+    peer: Option<(String, String)>,
+) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("mcp-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let mut r = Report { rows: Vec::new() };
@@ -406,6 +429,19 @@ async fn run(out: Option<PathBuf>, secs: f64) -> anyhow::Result<()> {
         }
         if c == 16 {
             c16 = (d, b);
+        }
+    }
+    if let Some((url, tool)) = &peer {
+        for c in [1usize, 16] {
+            let p = load(url, tool, c, secs).await?;
+            r.add(
+                &format!("c={c}: peer {url} calls/s, p50/p99"),
+                format!(
+                    "{:.0}/s, {:.0}/{:.0} µs ({} errors)",
+                    p.per_sec, p.p50_us, p.p99_us, p.errors
+                ),
+                "",
+            );
         }
     }
     let added = c1.1.p50_us - c1.0.p50_us;
@@ -616,8 +652,26 @@ async fn get_token_bench(dir: &Path) -> anyhow::Result<(f64, f64)> {
     Ok((percentile(&lat, 0.5), percentile(&lat, 0.99)))
 }
 
+const USAGE: &str = "mcp-bench: measures mcp-bridge against a direct MCP server and writes a report
+
+usage:
+  mcp-bench [--out FILE] [--secs N] [--peer URL TOOL]
+      the whole benchmark (what `bash bench/run.sh` runs): throughput and latency direct vs
+      through the bridge at c=1/16/64, memory, warm start, large tool lists, agent round trip;
+      --peer adds the same load against any MCP endpoint (a peer gateway serving an echo tool
+      named TOOL that takes {\"message\"}), in the same run
+  mcp-bench load URL TOOL CONCURRENCY SECS
+      one load level against any endpoint (for profiling a running bridge)
+  mcp-bench direct-server
+      the direct echo server the benchmark compares against (prints its port)
+  mcp-bench --help";
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -645,5 +699,13 @@ fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
-    rt.block_on(run(out, secs))
+    let peer = args
+        .iter()
+        .position(|a| a == "--peer")
+        .map(|i| match (args.get(i + 1), args.get(i + 2)) {
+            (Some(url), Some(tool)) => Ok((url.clone(), tool.clone())),
+            _ => Err(anyhow::anyhow!("--peer needs URL and TOOL\n\n{USAGE}")),
+        })
+        .transpose()?;
+    rt.block_on(run(out, secs, peer))
 }

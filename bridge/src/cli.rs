@@ -1,6 +1,5 @@
 //! Command line: `mcp-bridge [serve]`, `mcp-bridge status [--json]`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -114,29 +113,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The configuration of this process (environment and config.toml).
+fn load_config() -> anyhow::Result<Config> {
+    Ok(proto::config::load_process()?)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-fn env_snapshot() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
-
-pub fn load_config() -> anyhow::Result<Config> {
-    let config = proto::config::load(
-        &env_snapshot(),
-        |path: &Path| match std::fs::read_to_string(path) {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        },
-    )?;
-    Ok(config)
 }
 
 /// Logs to the size-rotated file (and stderr on a terminal); says where.
@@ -153,7 +139,7 @@ pub fn init_logging(config: &Config, file_name: &str) {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    let config = load_config()?;
+    let config = proto::config::load_process()?;
     init_logging(&config, "mcp-bridge.log");
     let token = crate::inbound_token(
         &config.config_dir,
@@ -233,13 +219,14 @@ async fn shutdown_signal() {
 async fn status(json: bool) -> anyhow::Result<()> {
     // A broken config.toml must not hide a running bridge: ask it where the environment (or
     // the defaults) say it listens, and say what is wrong with the file.
-    let config = match load_config() {
+    let config = match proto::config::load_process() {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
                 "warning: {e:#}\n(asking the running bridge anyway; it keeps the configuration it started with)"
             );
-            proto::config::load(&env_snapshot(), |_: &Path| Ok(None))?
+            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            proto::config::load(&env, |_: &Path| Ok(None))?
         }
     };
     let host = if config.host.contains(':') {
@@ -300,7 +287,7 @@ async fn status(json: bool) -> anyhow::Result<()> {
 
 /// The Claude Desktop entry: the shim beside this executable, talking to this config's URL.
 fn desktop_config() -> anyhow::Result<()> {
-    let config = load_config()?;
+    let config = proto::config::load_process()?;
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let shim = exe.with_file_name("mcp-bridge-shim");
     if !shim.exists() {

@@ -2,7 +2,7 @@
 //! get back JSON, an SSE stream of messages, or 202; open the GET stream; DELETE the session.
 //! The session id and negotiated protocol version are kept and sent on every later request.
 
-use std::sync::{Mutex, PoisonError};
+use parking_lot::Mutex;
 
 use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
@@ -50,11 +50,11 @@ pub struct StreamableClient {
 }
 
 fn get<T: Clone>(m: &Mutex<Option<T>>) -> Option<T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    m.lock().clone()
 }
 
 fn set<T>(m: &Mutex<Option<T>>, v: Option<T>) {
-    *m.lock().unwrap_or_else(PoisonError::into_inner) = v;
+    *m.lock() = v;
 }
 
 impl StreamableClient {

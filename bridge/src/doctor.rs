@@ -36,7 +36,7 @@ fn on_path(command: &str) -> bool {
 /// Runs every check; returns the number of failures.
 pub async fn run() -> usize {
     let mut r = Report { failures: 0 };
-    let config = match crate::cli::load_config() {
+    let config = match proto::config::load_process() {
         Ok(c) => {
             match &c.config_file {
                 Some(f) => r.ok(format!(

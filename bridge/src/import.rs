@@ -227,7 +227,7 @@ pub fn run(source: &Path, config_dir: &Path, force: bool) -> anyhow::Result<()> 
         .map_err(|e| anyhow::anyhow!("the converted configuration is invalid: {e}"))?;
     std::fs::create_dir_all(config_dir)
         .with_context(|| format!("cannot create {}", config_dir.display()))?;
-    crate::cache::write_atomic(&target, text.as_bytes(), 0o600)
+    logfile::write_atomic(&target, text.as_bytes(), 0o600)
         .with_context(|| format!("cannot write {}", target.display()))?;
     for n in notes {
         println!("note: {n}");

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod doctor;
+pub mod downstream;
 pub mod guard;
 pub mod import;
 pub mod jsonrpc;
@@ -58,7 +59,7 @@ pub struct Options {
     /// Command line of the built-in demo upstream, used when no upstream is configured.
     pub demo_command: Option<(String, Vec<String>)>,
     pub inbound_token: Option<String>,
-    /// Re-read the configuration on SIGHUP (with `cli::load_config`) and apply upstream changes.
+    /// Re-read the configuration on SIGHUP (`proto::config::load_process`) and apply upstream changes.
     pub reload_on_sighup: bool,
 }
 
@@ -120,7 +121,7 @@ pub async fn serve(
                     _ = hup.recv() => {}
                     () = stop.cancelled() => return,
                 }
-                match cli::load_config() {
+                match proto::config::load_process() {
                     Ok(new) => {
                         tracing::info!(
                             upstreams = new.upstreams.len(),

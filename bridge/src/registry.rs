@@ -3,7 +3,9 @@
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 use proto::config::{Auth, AuthKind, Config, Transport, UpstreamConfig};
@@ -332,10 +334,7 @@ fn first_start(up: &Upstream) -> bool {
 
 /// The agent socket of this installation (`$MCP_CRED_AGENT_SOCKET` or `<config dir>/agent.sock`).
 pub fn agent_socket(config: &Config) -> std::path::PathBuf {
-    let over = std::env::var_os(proto::SOCKET_ENV)
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from);
-    proto::socket_path(&config.config_dir, over.as_deref()).unwrap_or_else(|e| {
+    config.agent_socket().unwrap_or_else(|e| {
         tracing::error!("{e}");
         config.config_dir.join(proto::SOCKET_FILE_NAME)
     })
@@ -443,7 +442,7 @@ impl Registry {
     }
 
     fn apply(&self, wanted: Vec<UpstreamConfig>, reload: bool) {
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries.write();
         let mut old: Vec<Entry> = std::mem::take(&mut *entries);
         for config in wanted {
             if let Some(i) = old.iter().position(|e| e.config == config) {
@@ -603,10 +602,7 @@ impl Registry {
             .map(|u| (u.name.to_string(), (*u.lists()).clone()))
             .collect();
         {
-            let mut last = self
-                .last_written
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut last = self.last_written.lock();
             if last.as_ref() == Some(&lists) {
                 return;
             }
@@ -615,8 +611,7 @@ impl Registry {
         let bytes = ToolCache::render(&lists);
         let path = self.cache.path().to_path_buf();
         let result =
-            tokio::task::spawn_blocking(move || crate::cache::write_atomic(&path, &bytes, 0o600))
-                .await;
+            tokio::task::spawn_blocking(move || logfile::write_atomic(&path, &bytes, 0o600)).await;
         match result {
             Ok(Ok(())) => {
                 tracing::debug!(file = %self.cache.path().display(), "tool cache written")
@@ -630,28 +625,19 @@ impl Registry {
 
     /// Whether some upstream logs in through the credential agent.
     pub fn uses_agent(&self) -> bool {
-        self.entries
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .any(|e| {
-                matches!(
-                    e.config.transport,
-                    Transport::Http {
-                        auth: Auth::Named(AuthKind::Oauth),
-                        ..
-                    }
-                )
-            })
+        self.entries.read().iter().any(|e| {
+            matches!(
+                e.config.transport,
+                Transport::Http {
+                    auth: Auth::Named(AuthKind::Oauth),
+                    ..
+                }
+            )
+        })
     }
 
     pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
-        self.entries
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|e| e.up.clone())
-            .collect()
+        self.entries.read().iter().map(|e| e.up.clone()).collect()
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -790,7 +776,7 @@ impl Registry {
     /// (`roots = "client"`, leased by it); no other upstream ever sees a client's roots.
     pub fn roots_changed(&self, session: &crate::session::Session) {
         for up in self.upstreams() {
-            if up.lease_holder().is_some_and(|h| h.id == session.id)
+            if up.lease_holder().is_some_and(|h| h.id() == session.id)
                 && let Some(conn) = up.ready_conn()
             {
                 conn.notify("notifications/roots/list_changed", None);

@@ -403,10 +403,10 @@ async fn handle_request(
     });
     let cancel = session.track(&id);
     let work = {
-        let (bridge, method) = (bridge.clone(), method.clone());
+        let (bridge, method, session_for) = (bridge.clone(), method.clone(), session.clone());
         async move {
             tokio::select! {
-                r = dispatch(&bridge, &method, params, ctx) => r,
+                r = dispatch(&bridge, &method, params, &session_for, ctx) => r,
                 () = cancel.cancelled() => Err(RpcError::new(jsonrpc::REQUEST_CANCELLED, "Request cancelled by the client")),
             }
         }
@@ -518,6 +518,7 @@ async fn dispatch(
     bridge: &Bridge,
     method: &str,
     params: Option<Value>,
+    session: &Arc<Session>,
     ctx: Arc<RequestContext>,
 ) -> Result<Reply, RpcError> {
     if matches!(
@@ -565,7 +566,7 @@ async fn dispatch(
                     ),
                 ));
             };
-            ctx.session.set_log_level(rank);
+            session.set_log_level(rank);
             if let Some(r) = bridge.sessions.upstream_log_rank() {
                 bridge
                     .registry
@@ -578,7 +579,7 @@ async fn dispatch(
                 .as_ref()
                 .and_then(|p| p.get("uri"))
                 .and_then(Value::as_str)
-                .is_some_and(|uri| bridge.sessions.others_subscribed(uri, &ctx.session.id)) =>
+                .is_some_and(|uri| bridge.sessions.others_subscribed(uri, &session.id)) =>
         {
             // Another client still wants updates of this resource: unsubscribe only this one.
             if let Some(uri) = params
@@ -586,7 +587,7 @@ async fn dispatch(
                 .and_then(|p| p.get("uri"))
                 .and_then(Value::as_str)
             {
-                ctx.session.unsubscribe(uri);
+                session.unsubscribe(uri);
             }
             Ok(Reply::Value(json!({})))
         }
@@ -603,7 +604,6 @@ async fn dispatch(
                 ));
             };
             let uri = params.get("uri").and_then(Value::as_str).map(str::to_owned);
-            let session = ctx.session.clone();
             let result = bridge.registry.forward(method, params, Some(ctx)).await?;
             match (method, uri) {
                 ("resources/subscribe", Some(uri)) => session.subscribe(&uri),

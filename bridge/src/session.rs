@@ -3,8 +3,10 @@
 //! expiry of idle sessions.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -13,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::downstream::{ClientSession, Downstream, RequestContext};
 use crate::jsonrpc::{self, RpcError};
-use crate::upstream::{Downstream, RequestContext};
 
 /// Messages kept for resumption of the GET stream.
 const REPLAY: usize = 128;
@@ -52,10 +54,6 @@ pub struct Session {
     replay: Mutex<VecDeque<StreamItem>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The MCP log levels (RFC 5424 severities), least severe first.
 pub const LOG_LEVELS: [&str; 8] = [
     "debug",
@@ -80,13 +78,13 @@ pub const DEFAULT_LOG_RANK: u8 = 1;
 impl Session {
     /// Records the client's `logging/setLevel`.
     pub fn set_log_level(&self, rank: u8) {
-        *lock(&self.log_level) = Some(rank);
+        *self.log_level.lock() = Some(rank);
         self.levels_in_use.store(true, Ordering::Relaxed);
     }
 
     /// The level this client receives: its own, or the default.
     pub fn log_rank(&self) -> u8 {
-        lock(&self.log_level).unwrap_or(DEFAULT_LOG_RANK)
+        self.log_level.lock().unwrap_or(DEFAULT_LOG_RANK)
     }
 
     /// Whether a log message at `level` goes to this client.
@@ -99,7 +97,7 @@ impl Session {
 
     /// Whether this client subscribed to the exposed resource `uri`.
     pub fn subscribed_to(&self, uri: &str) -> bool {
-        lock(&self.subscriptions).contains(uri)
+        self.subscriptions.lock().contains(uri)
     }
 
     pub fn has_capability(&self, capability: &str) -> bool {
@@ -111,17 +109,17 @@ impl Session {
     /// Registers a client request so a later `notifications/cancelled` can stop it.
     pub fn track(&self, id: &Value) -> CancellationToken {
         let token = CancellationToken::new();
-        lock(&self.in_flight).insert(id.to_string(), token.clone());
+        self.in_flight.lock().insert(id.to_string(), token.clone());
         token
     }
 
     pub fn untrack(&self, id: &Value) {
-        lock(&self.in_flight).remove(&id.to_string());
+        self.in_flight.lock().remove(&id.to_string());
     }
 
     /// The client cancelled its request `id`.
     pub fn cancel(&self, id: &Value) -> bool {
-        match lock(&self.in_flight).remove(&id.to_string()) {
+        match self.in_flight.lock().remove(&id.to_string()) {
             Some(t) => {
                 t.cancel();
                 true
@@ -131,17 +129,17 @@ impl Session {
     }
 
     pub fn subscribe(&self, uri: &str) {
-        lock(&self.subscriptions).insert(uri.to_owned());
+        self.subscriptions.lock().insert(uri.to_owned());
     }
 
     pub fn unsubscribe(&self, uri: &str) {
-        lock(&self.subscriptions).remove(uri);
+        self.subscriptions.lock().remove(uri);
     }
 
     /// An answer from the client to a request we sent it. False if nobody waits for `id`.
     pub fn deliver(&self, id: &Value, msg: &Value) -> bool {
         let Some(key) = id.as_str() else { return false };
-        let Some(tx) = lock(&self.client_pending).remove(key) else {
+        let Some(tx) = self.client_pending.lock().remove(key) else {
             return false;
         };
         let answer = match msg.get("error") {
@@ -163,13 +161,13 @@ impl Session {
     ) -> Result<Value, RpcError> {
         let id = format!("mcpb-s{}", self.next_event.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
-        lock(&self.client_pending).insert(id.clone(), tx);
+        self.client_pending.lock().insert(id.clone(), tx);
         let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
         match related {
             Some(ctx) => ctx.send(msg),
             None => {
                 if !self.has_open_stream() {
-                    lock(&self.client_pending).remove(&id);
+                    self.client_pending.lock().remove(&id);
                     return Err(RpcError::new(
                         jsonrpc::INTERNAL_ERROR,
                         format!("the client session has no open stream to receive {method}"),
@@ -179,7 +177,7 @@ impl Session {
             }
         }
         let answer = tokio::time::timeout(timeout, rx).await;
-        lock(&self.client_pending).remove(&id);
+        self.client_pending.lock().remove(&id);
         match answer {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => Err(RpcError::new(
@@ -197,15 +195,15 @@ impl Session {
     }
 
     pub fn touch(&self) {
-        *lock(&self.last_seen) = Instant::now();
+        *self.last_seen.lock() = Instant::now();
     }
 
     fn idle_for(&self) -> Duration {
-        lock(&self.last_seen).elapsed()
+        self.last_seen.lock().elapsed()
     }
 
     pub fn has_open_stream(&self) -> bool {
-        lock(&self.stream).as_ref().is_some_and(|s| !s.is_closed())
+        self.stream.lock().as_ref().is_some_and(|s| !s.is_closed())
     }
 
     /// Queues a server-initiated message for the GET stream (and the replay buffer).
@@ -213,13 +211,13 @@ impl Session {
         let n = self.next_event.fetch_add(1, Ordering::Relaxed);
         let text: Arc<str> = msg.to_string().into();
         {
-            let mut replay = lock(&self.replay);
+            let mut replay = self.replay.lock();
             if replay.len() == REPLAY {
                 replay.pop_front();
             }
             replay.push_back((n, text.clone()));
         }
-        let mut stream = lock(&self.stream);
+        let mut stream = self.stream.lock();
         if let Some(tx) = stream.as_ref() {
             match tx.try_send((n, text)) {
                 Ok(()) => {}
@@ -237,19 +235,51 @@ impl Session {
         &self,
         last_event: Option<u64>,
     ) -> Option<(u64, mpsc::Receiver<StreamItem>)> {
-        let mut stream = lock(&self.stream);
+        let mut stream = self.stream.lock();
         if stream.as_ref().is_some_and(|s| !s.is_closed()) {
             return None;
         }
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         if let Some(after) = last_event {
-            for item in lock(&self.replay).iter().filter(|(n, _)| *n > after) {
+            for item in self.replay.lock().iter().filter(|(n, _)| *n > after) {
                 let _ = tx.try_send(item.clone());
             }
         }
         *stream = Some(tx);
         let priming = self.next_event.fetch_add(1, Ordering::Relaxed);
         Some((priming, rx))
+    }
+}
+
+impl ClientSession for Session {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    fn has_capability(&self, capability: &str) -> bool {
+        Session::has_capability(self, capability)
+    }
+
+    fn wants_log(&self, level: &str) -> bool {
+        Session::wants_log(self, level)
+    }
+
+    fn push(&self, msg: &Value) {
+        Session::push(self, msg)
+    }
+
+    fn request<'a>(
+        self: Arc<Self>,
+        related: Option<&'a RequestContext>,
+        method: &'a str,
+        params: Value,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Value, RpcError>> {
+        Box::pin(Session::request(self, related, method, params, timeout))
     }
 }
 
@@ -314,7 +344,7 @@ impl Sessions {
             next_event: AtomicU64::new(0),
             replay: Mutex::new(VecDeque::new()),
         });
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.map.write();
         if map.len() >= self.max {
             // Forget the longest-idle session that has no open stream (or the longest idle).
             let victim = map
@@ -334,12 +364,7 @@ impl Sessions {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        let s = self
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned();
+        let s = self.map.read().get(id).cloned();
         if let Some(s) = &s {
             s.touch();
         }
@@ -347,18 +372,11 @@ impl Sessions {
     }
 
     pub fn remove(&self, id: &str) -> bool {
-        self.map
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id)
-            .is_some()
+        self.map.write().remove(id).is_some()
     }
 
     pub fn len(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.map.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -366,12 +384,7 @@ impl Sessions {
     }
 
     pub fn all(&self) -> Vec<Arc<Session>> {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.map.read().values().cloned().collect()
     }
 
     /// The most verbose level any client needs of the upstreams: the lowest rank asked for,
@@ -392,7 +405,7 @@ impl Sessions {
 
     /// Forgets sessions idle longer than `idle` that have no open GET stream.
     pub fn expire(&self, idle: Duration) -> usize {
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.map.write();
         let before = map.len();
         map.retain(|_, s| s.has_open_stream() || s.idle_for() < idle);
         before - map.len()
@@ -425,7 +438,7 @@ impl Downstream for Sessions {
                 able.into_iter()
                     .max_by_key(|s| s.created)
                     .filter(|_| !ambiguous)
-                    .map(|s| (s, None))
+                    .map(|s| (s as Arc<dyn ClientSession>, None))
             }
         };
         Box::pin(async move {
@@ -474,7 +487,7 @@ impl Downstream for Sessions {
 
     fn resource_updated(&self, uri: &str, msg: &Value) {
         for s in self.all() {
-            if lock(&s.subscriptions).contains(uri) {
+            if s.subscriptions.lock().contains(uri) {
                 s.push(msg);
             }
         }

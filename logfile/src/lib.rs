@@ -1,10 +1,16 @@
-//! A size-rotated log file: `mcp-bridge.log`, then `mcp-bridge.log.1` … `.N` (oldest dropped),
-//! usable as a `tracing_subscriber` writer. Both daemons use it; each has its own file.
+//! The files both daemons write: a size-rotated log file (`mcp-bridge.log`, then
+//! `mcp-bridge.log.1` … `.N`, oldest dropped), usable as a `tracing_subscriber` writer, each
+//! daemon its own; and private files written atomically ([`write_atomic`]).
+
+mod atomic;
+pub use atomic::write_atomic;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_KEEP: usize = 5;
@@ -113,7 +119,7 @@ fn private_dir(dir: &Path) -> io::Result<()> {
 
 impl Write for RotatingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = self.inner.lock();
         if inner.size > 0 && inner.size + buf.len() as u64 > self.max_bytes {
             self.rotate(&mut inner)?;
         }
@@ -123,11 +129,7 @@ impl Write for RotatingFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .file
-            .flush()
+        self.inner.lock().file.flush()
     }
 }
 

@@ -1,8 +1,9 @@
 //! The configuration contract both daemons read: the seed's environment variables plus
 //! `config.toml` in the config directory. Environment overrides the file.
 //!
-//! This module only parses; callers read the file and the environment and pass them in, so the
-//! rules are testable without touching the process environment.
+//! [`load`] only parses: callers pass the file and the environment in, so the rules are
+//! testable without touching the process environment. [`load_process`] is the one function
+//! that reads them (both daemons and the shim use it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,30 @@ pub struct Config {
     pub logging: LoggingSettings,
     /// `MCP_BRIDGE_LOG_PATH`, if set.
     pub log_path: Option<PathBuf>,
+    /// `MCP_CRED_AGENT_SOCKET`, if set.
+    pub agent_socket_override: Option<PathBuf>,
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Config {
+    /// The agent's socket: `$MCP_CRED_AGENT_SOCKET`, else `<config dir>/agent.sock`.
+    pub fn agent_socket(&self) -> Result<PathBuf, crate::SocketPathError> {
+        crate::socket_path(&self.config_dir, self.agent_socket_override.as_deref())
+    }
+}
+
+/// The configuration of this process: its environment and the `config.toml` it names. The one
+/// function here that reads the process environment and the file system; [`load`] takes both
+/// as arguments.
+pub fn load_process() -> Result<Config, ConfigError> {
+    let env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    load(&env, |path: &Path| match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
 }
 
 /// `[logging]`: size rotation of the daemons' log files.
@@ -605,6 +629,7 @@ pub fn load(
         server,
         logging,
         log_path: var("MCP_BRIDGE_LOG_PATH").map(PathBuf::from),
+        agent_socket_override: var(crate::SOCKET_ENV).map(PathBuf::from),
         upstreams,
     })
 }

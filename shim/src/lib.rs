@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -83,10 +85,6 @@ fn default_url(config: &proto::config::Config) -> String {
     format!("http://{host}:{}{}", config.port, config.mcp_path)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 struct Shim {
     client: StreamableClient,
     out: mpsc::UnboundedSender<Value>,
@@ -136,7 +134,7 @@ impl Shim {
             Some("tools/call") => msg
                 .pointer("/params/name")
                 .and_then(Value::as_str)
-                .and_then(|n| lock(&self.safe_tools).get(n).copied())
+                .and_then(|n| self.safe_tools.lock().get(n).copied())
                 .unwrap_or(false),
             _ => false,
         }
@@ -146,7 +144,7 @@ impl Shim {
         let Some(tools) = answer.pointer("/result/tools").and_then(Value::as_array) else {
             return;
         };
-        let mut safe = lock(&self.safe_tools);
+        let mut safe = self.safe_tools.lock();
         for t in tools {
             if let Some(name) = t.get("name").and_then(Value::as_str) {
                 let hint =
@@ -216,7 +214,7 @@ impl Shim {
         let is_request = id.is_some() && msg.get("method").is_some();
         let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
         if is_init {
-            *lock(&self.init_params) = msg.get("params").cloned();
+            *self.init_params.lock() = msg.get("params").cloned();
         }
         for attempt in 0..3 {
             let generation = *self.generation.lock().await;
@@ -306,7 +304,7 @@ impl Shim {
         if *generation != seen {
             return Ok(());
         }
-        let params = lock(&self.init_params).clone().unwrap_or_else(|| {
+        let params = self.init_params.lock().clone().unwrap_or_else(|| {
             json!({
                 "protocolVersion": mcp_bridge::upstream::LATEST_VERSION,
                 "capabilities": {},
@@ -370,14 +368,14 @@ impl Shim {
                 let _ = shim.reconnect(generation).await;
             }
         });
-        if let Some(old) = lock(&self.stream).replace(task) {
+        if let Some(old) = self.stream.lock().replace(task) {
             old.abort();
         }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = mcp_bridge::cli::load_config()?;
+    let config = proto::config::load_process()?;
     let url = cli.url.unwrap_or_else(|| default_url(&config));
     let token = mcp_bridge::inbound_token(
         &config.config_dir,
@@ -444,7 +442,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    if let Some(t) = lock(&shim.stream).take() {
+    if let Some(t) = shim.stream.lock().take() {
         t.abort();
     }
     shim.client.delete().await;

@@ -11,7 +11,9 @@
 //! so the bearer token never goes elsewhere); every answer then arrives on that stream.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -65,10 +67,6 @@ async fn read_capped(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, Str
 
 /// Tokens are renewed when they have less than this left.
 const TOKEN_MARGIN: u64 = 30;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Why the connection cannot go on.
 enum Failure {
@@ -156,7 +154,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                             .swap(true, std::sync::atomic::Ordering::Relaxed)
                     {
                         let task = tokio::spawn(conn.clone().server_stream(peer.clone()));
-                        *lock(&conn.stream_task) = Some(task);
+                        *conn.stream_task.lock() = Some(task);
                     }
                     continue;
                 }
@@ -321,14 +319,14 @@ impl Conn {
             Auth::None => Ok(None),
             Auth::Static(t) => Ok(Some(t.clone())),
             Auth::Agent(agent) => {
-                if let Some((t, exp)) = lock(&self.token).clone()
+                if let Some((t, exp)) = self.token.lock().clone()
                     && exp > unix_now() + TOKEN_MARGIN
                 {
                     return Ok(Some(t));
                 }
                 match agent.get_token(&self.up.name, TOKEN_MARGIN * 2).await {
                     Ok((t, exp)) => {
-                        *lock(&self.token) = Some((t.clone(), exp));
+                        *self.token.lock() = Some((t.clone(), exp));
                         Ok(Some(t))
                     }
                     Err(TokenError::Agent(e @ proto::AgentError::NeedsLogin { .. })) => {
@@ -361,10 +359,10 @@ impl Conn {
             req = req.header(k, v);
         }
         if with_session {
-            if let Some(s) = lock(&self.session).clone() {
+            if let Some(s) = self.session.lock().clone() {
                 req = req.header("mcp-session-id", s);
             }
-            if let Some(v) = lock(&self.version).clone() {
+            if let Some(v) = self.version.lock().clone() {
                 req = req.header("mcp-protocol-version", v);
             }
         }
@@ -382,7 +380,7 @@ impl Conn {
         let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
         let is_init = method == "initialize";
         if is_init {
-            *lock(&self.init) = msg.get("params").cloned();
+            *self.init.lock() = msg.get("params").cloned();
         }
         let id = msg
             .get("id")
@@ -443,7 +441,7 @@ impl Conn {
                     }
                     continue;
                 }
-                s @ (400 | 404) if !is_init && !reinitialized && lock(&self.session).is_some() => {
+                s @ (400 | 404) if !is_init && !reinitialized && self.session.lock().is_some() => {
                     let body = error_body(resp).await;
                     if !session_lost(s, &body) {
                         if let Some(id) = &id {
@@ -470,7 +468,7 @@ impl Conn {
                     tracing::info!(upstream = %self.up.name, "upstream answered 403 insufficient_scope; asking the agent for a step-up login");
                     match agent.scope_required(&self.up.name, &challenge).await {
                         Ok(()) => {
-                            lock(&self.token).take();
+                            self.token.lock().take();
                             continue;
                         }
                         Err(e) => {
@@ -511,7 +509,7 @@ impl Conn {
                     .get("mcp-session-id")
                     .and_then(|v| v.to_str().ok())
             {
-                *lock(&self.session) = Some(s.to_owned());
+                *self.session.lock() = Some(s.to_owned());
             }
             let sse = resp
                 .headers()
@@ -557,7 +555,7 @@ impl Conn {
 
     /// The upstream refused `token` (401): drop it and tell the agent, which refreshes.
     async fn reject(&self, token: Option<String>) -> Result<(), Failure> {
-        lock(&self.token).take();
+        self.token.lock().take();
         if let (Auth::Agent(agent), Some(t)) = (&self.spec.auth, token) {
             tracing::info!(upstream = %self.up.name, "upstream answered 401; asking the agent for a new token");
             agent
@@ -574,15 +572,15 @@ impl Conn {
     }
 
     fn legacy_endpoint(&self) -> Option<String> {
-        lock(&self.legacy).as_ref().map(|(e, _)| e.clone())
+        self.legacy.lock().as_ref().map(|(e, _)| e.clone())
     }
 
     /// Stops the connection's streams: the legacy event stream and the GET stream.
     fn stop_legacy(&self) {
-        if let Some((_, task)) = lock(&self.legacy).take() {
+        if let Some((_, task)) = self.legacy.lock().take() {
             task.abort();
         }
-        if let Some(task) = lock(&self.stream_task).take() {
+        if let Some(task) = self.stream_task.lock().take() {
             task.abort();
         }
     }
@@ -669,7 +667,7 @@ impl Conn {
             }
             let _ = fail.send(Failure::Broken("the legacy SSE stream closed".into()));
         });
-        *lock(&self.legacy) = Some((endpoint.to_string(), task));
+        *self.legacy.lock() = Some((endpoint.to_string(), task));
         Ok(())
     }
 
@@ -720,7 +718,7 @@ impl Conn {
     /// it.
     fn deliver(&self, peer: &Arc<RpcPeer>, v: Value, is_init: bool, cause: Option<&Value>) {
         if is_init && let Some(ver) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
-            *lock(&self.version) = Some(ver.to_owned());
+            *self.version.lock() = Some(ver.to_owned());
         }
         super::dispatch_for(&self.up, peer, v, cause);
     }
@@ -746,7 +744,7 @@ impl Conn {
                     last_id.clone_from(&e.id);
                 }
                 if let Some(r) = e.retry {
-                    *lock(&self.retry_ms) = Some(r.min(60_000));
+                    *self.retry_ms.lock() = Some(r.min(60_000));
                 }
                 if e.data.is_empty() {
                     continue;
@@ -762,7 +760,7 @@ impl Conn {
             }
         }
         if last_id.is_some() {
-            *lock(&self.resume_from) = last_id;
+            *self.resume_from.lock() = last_id;
         }
         false
     }
@@ -770,11 +768,11 @@ impl Conn {
     /// The answer stream broke before the response: resume it with GET + Last-Event-ID.
     async fn resume(&self, peer: &Arc<RpcPeer>, id: &Value, is_init: bool) {
         for attempt in 0..3u32 {
-            let Some(last) = lock(&self.resume_from).clone() else {
+            let Some(last) = self.resume_from.lock().clone() else {
                 break;
             };
             // The server's `retry` says when to come back (MUST be respected); else soon.
-            let wait = lock(&self.retry_ms).unwrap_or(100) * u64::from(attempt + 1);
+            let wait = self.retry_ms.lock().unwrap_or(100) * u64::from(attempt + 1);
             tokio::time::sleep(Duration::from_millis(wait)).await;
             let Some(token) = self.bearer_or_report().await else {
                 return;
@@ -805,8 +803,8 @@ impl Conn {
 
     /// A fresh session with the same `initialize` params, out of band of the peer's ids.
     async fn reinitialize(&self) -> Result<(), String> {
-        let params = lock(&self.init).clone().ok_or("no initialize to replay")?;
-        lock(&self.session).take();
+        let params = self.init.lock().clone().ok_or("no initialize to replay")?;
+        self.session.lock().take();
         let token = self.bearer().await.map_err(|_| "no token".to_owned())?;
         let init = json!({"jsonrpc": "2.0", "id": "mcp-bridge-reinit", "method": "initialize", "params": params});
         let resp = self
@@ -824,7 +822,7 @@ impl Conn {
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        *lock(&self.session) = sid;
+        *self.session.lock() = sid;
         let _ = read_capped(resp, MAX_ANSWER).await;
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let _ = self
@@ -896,7 +894,7 @@ impl Conn {
     }
 
     async fn delete_session(&self) {
-        if lock(&self.session).is_none() {
+        if self.session.lock().is_none() {
             return;
         }
         let token = self.bearer().await.ok().flatten();

@@ -10,15 +10,17 @@ pub mod rpc;
 pub mod stdio;
 pub mod supervisor;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
+pub use crate::downstream::{ClientSession, Downstream, NoClients, RequestContext};
 use crate::jsonrpc::{self, RpcError};
 use proto::config::Roots;
 use rpc::{Guess, RpcPeer};
@@ -265,77 +267,6 @@ impl ListKind {
     }
 }
 
-/// The client request an upstream request serves: where related messages (progress,
-/// server→client requests, logs) go.
-pub struct RequestContext {
-    pub session: Arc<crate::session::Session>,
-    /// The POST's own SSE stream, when the client accepts one.
-    pub related: Option<mpsc::UnboundedSender<Value>>,
-    /// The client's progress token, if it asked for progress.
-    pub progress_token: Option<Value>,
-    /// Server→client requests relayed for this request and not answered yet.
-    pub outstanding: std::sync::atomic::AtomicU32,
-}
-
-impl RequestContext {
-    /// Sends a message related to this request: on the request's stream, else on the session's
-    /// GET stream.
-    pub fn send(&self, msg: Value) {
-        match &self.related {
-            Some(tx) if !tx.is_closed() => {
-                let _ = tx.send(msg);
-            }
-            _ => self.session.push(&msg),
-        }
-    }
-}
-
-/// The client side as upstreams see it: where server→client requests and unrelated
-/// notifications go.
-pub trait Downstream: Send + Sync {
-    /// Sends `method` to a client that declared `capability`: the one behind `ctx` if it did,
-    /// else the most recent session that did. Resolves to the client's answer.
-    fn request(
-        &self,
-        ctx: Option<Arc<RequestContext>>,
-        capability: &'static str,
-        method: String,
-        params: Value,
-        timeout: Duration,
-    ) -> BoxFuture<'static, Result<Value, RpcError>>;
-    /// Sends a notification to every session's GET stream.
-    fn broadcast(&self, msg: &Value);
-    /// Sends a log message (`notifications/message` at `level`) to every session that asked
-    /// for that level.
-    fn log(&self, level: &str, msg: &Value);
-    /// A resource changed: tells the sessions that subscribed to `uri` (the exposed URI).
-    fn resource_updated(&self, uri: &str, msg: &Value);
-}
-
-/// A `Downstream` with no clients (tests, and upstreams before any client connects).
-pub struct NoClients;
-
-impl Downstream for NoClients {
-    fn request(
-        &self,
-        _: Option<Arc<RequestContext>>,
-        capability: &'static str,
-        method: String,
-        _: Value,
-        _: Duration,
-    ) -> BoxFuture<'static, Result<Value, RpcError>> {
-        Box::pin(async move {
-            Err(RpcError::new(
-                jsonrpc::METHOD_NOT_FOUND,
-                format!("no connected client supports {capability} ({method})"),
-            ))
-        })
-    }
-    fn broadcast(&self, _: &Value) {}
-    fn log(&self, _: &str, _: &Value) {}
-    fn resource_updated(&self, _: &str, _: &Value) {}
-}
-
 /// The handle through which the rest of the bridge sees one upstream.
 pub struct Upstream {
     pub name: Arc<str>,
@@ -357,7 +288,7 @@ pub struct Upstream {
     /// What the upstream's `roots/list` is answered with.
     pub roots: Roots,
     /// With `roots = "client"`: the one client session this upstream serves now.
-    lease: Mutex<Option<std::sync::Weak<crate::session::Session>>>,
+    lease: Mutex<Option<std::sync::Weak<dyn ClientSession>>>,
     /// Ends the current connection and starts a new one at once (no backoff).
     pub(crate) restart: Notify,
 }
@@ -414,10 +345,9 @@ impl Upstream {
     }
 
     /// The client session this upstream serves (`roots = "client"`), if it still exists.
-    pub fn lease_holder(&self) -> Option<Arc<crate::session::Session>> {
+    pub fn lease_holder(&self) -> Option<Arc<dyn ClientSession>> {
         self.lease
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .and_then(std::sync::Weak::upgrade)
     }
@@ -427,14 +357,14 @@ impl Upstream {
     /// roots changed; a later, different client gets a freshly started upstream, so nothing the
     /// previous client's roots opened stays open for it. While the previous client still has
     /// requests in flight here, the new one is refused.
-    async fn lease_for(&self, session: &Arc<crate::session::Session>) -> Result<(), CallError> {
+    async fn lease_for(&self, session: &Arc<dyn ClientSession>) -> Result<(), CallError> {
         let (switched, fresh) = {
-            let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut lease = self.lease.lock();
             let holder = lease.as_ref().and_then(std::sync::Weak::upgrade);
             match holder {
-                Some(h) if h.id == session.id => return Ok(()),
+                Some(h) if h.id() == session.id() => return Ok(()),
                 Some(h) => {
-                    if self.conn().is_some_and(|c| c.serves_session(&h.id)) {
+                    if self.conn().is_some_and(|c| c.serves_session(h.id())) {
                         return Err(CallError::Unavailable {
                             upstream: self.name.to_string(),
                             reason: "it serves one client session at a time (roots = \"client\") and another session's request is in flight; try again when it is answered".into(),
@@ -457,7 +387,7 @@ impl Upstream {
             return Ok(());
         }
         if switched {
-            tracing::info!(upstream = %self.name, session = %&session.id[..8], "another client session takes this roots = \"client\" upstream; restarting it");
+            tracing::info!(upstream = %self.name, session = %&session.id()[..8], "another client session takes this roots = \"client\" upstream; restarting it");
             self.set_conn(None);
             self.restart.notify_one();
         }
@@ -546,14 +476,11 @@ impl Upstream {
     }
 
     pub(crate) fn set_conn(&self, conn: Option<Arc<RpcPeer>>) {
-        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = conn;
+        *self.conn.lock() = conn;
     }
 
     fn conn(&self) -> Option<Arc<RpcPeer>> {
-        self.conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.conn.lock().clone()
     }
 
     /// The live connection, if Ready (for notifications such as `logging/setLevel`).
@@ -874,7 +801,7 @@ fn answer_roots(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, id: Value) {
             let ctx = peer
                 .latest_context(Some("roots"))
                 .one()
-                .filter(|c| c.session.id == holder.id);
+                .filter(|c| c.session.id() == holder.id());
             let timeout = up.timeouts.request;
             let peer = peer.clone();
             tokio::spawn(async move {

@@ -2,8 +2,10 @@
 //! timeouts with `notifications/cancelled`, and failing every waiter when the transport dies.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,11 +43,6 @@ struct Inner {
     closed: Option<String>,
 }
 
-fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    // A panic while holding this lock leaves the map consistent (single inserts and removes).
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Removes a pending request that was abandoned (timeout or the client went away) and tells
 /// the upstream to stop working on it.
 struct PendingGuard<'a> {
@@ -57,7 +54,7 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let removed = {
-            let mut inner = lock(&self.peer.inner);
+            let mut inner = self.peer.inner.lock();
             inner.progress.remove(&progress_token(self.id));
             inner.pending.remove(&self.id).is_some()
         };
@@ -134,7 +131,7 @@ impl RpcPeer {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.inner.lock();
             if let Some(reason) = &inner.closed {
                 return Err(self.unavailable(reason));
             }
@@ -161,7 +158,7 @@ impl RpcPeer {
         }
         if !self.send(&msg) {
             guard.armed = false;
-            lock(&self.inner).pending.remove(&id);
+            self.inner.lock().pending.remove(&id);
             return Err(self.unavailable("its connection is closed"));
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -171,7 +168,9 @@ impl RpcPeer {
             }
             Ok(Err(_dropped)) => {
                 guard.armed = false;
-                let reason = lock(&self.inner)
+                let reason = self
+                    .inner
+                    .lock()
                     .closed
                     .clone()
                     .unwrap_or_else(|| "its connection closed".into());
@@ -199,7 +198,7 @@ impl RpcPeer {
     /// requests that timed out) are dropped.
     pub fn deliver(&self, id: &Value, mut msg: Value) {
         let Some(id) = id.as_u64() else { return };
-        let Some(Pending { reply, .. }) = lock(&self.inner).pending.remove(&id) else {
+        let Some(Pending { reply, .. }) = self.inner.lock().pending.remove(&id) else {
             return;
         };
         let answer = match msg.get_mut("error") {
@@ -215,7 +214,7 @@ impl RpcPeer {
     /// Marks the transport dead; every waiter fails now with `reason`.
     pub fn close(&self, reason: &str) {
         let pending = {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.inner.lock();
             inner.closed.get_or_insert_with(|| reason.to_owned());
             inner.progress.clear();
             std::mem::take(&mut inner.pending)
@@ -230,7 +229,7 @@ impl RpcPeer {
         let Some(token) = msg.pointer("/params/progressToken").and_then(Value::as_str) else {
             return false;
         };
-        let Some(ctx) = lock(&self.inner).progress.get(token).cloned() else {
+        let Some(ctx) = self.inner.lock().progress.get(token).cloned() else {
             return false;
         };
         if let (Some(params), Some(client_token)) =
@@ -254,7 +253,7 @@ impl RpcPeer {
     /// [`Guess::Ambiguous`] and the caller refuses rather than hand one client's prompt or
     /// answer to another.
     pub fn latest_context(&self, capability: Option<&str>) -> Guess {
-        let inner = lock(&self.inner);
+        let inner = self.inner.lock();
         let all: Vec<(u64, &Arc<RequestContext>)> = inner
             .pending
             .iter()
@@ -266,7 +265,7 @@ impl RpcPeer {
         };
         if all
             .iter()
-            .any(|(_, c)| c.session.origin != first.session.origin)
+            .any(|(_, c)| c.session.origin() != first.session.origin())
         {
             return Guess::Ambiguous;
         }
@@ -288,15 +287,16 @@ impl RpcPeer {
     /// used when the transport says which request a message belongs to (a POST's SSE answer).
     pub fn context_of(&self, id: &Value) -> Option<Arc<RequestContext>> {
         let id = id.as_u64()?;
-        lock(&self.inner).pending.get(&id)?.ctx.clone()
+        self.inner.lock().pending.get(&id)?.ctx.clone()
     }
 
     /// Whether requests of client session `session` are waiting on this upstream.
     pub fn serves_session(&self, session: &str) -> bool {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .pending
             .values()
-            .any(|p| p.ctx.as_ref().is_some_and(|c| c.session.id == session))
+            .any(|p| p.ctx.as_ref().is_some_and(|c| c.session.id() == session))
     }
 }
 
@@ -326,19 +326,47 @@ fn progress_token(id: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Sessions;
+    use crate::downstream::ClientSession;
+    use futures_util::future::BoxFuture;
 
-    fn ctx(sessions: &Sessions, origin: Option<&str>) -> Arc<RequestContext> {
-        let session = sessions
-            .create(
-                "2025-11-25".into(),
-                "t".into(),
-                json!({"sampling": {}}),
-                origin.map(str::to_owned),
-            )
-            .unwrap();
+    /// A client session that declared sampling, from `origin`.
+    struct FakeClient {
+        id: String,
+        origin: Option<String>,
+    }
+
+    impl ClientSession for FakeClient {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn origin(&self) -> Option<&str> {
+            self.origin.as_deref()
+        }
+        fn has_capability(&self, capability: &str) -> bool {
+            capability == "sampling"
+        }
+        fn wants_log(&self, _: &str) -> bool {
+            true
+        }
+        fn push(&self, _: &Value) {}
+        fn request<'a>(
+            self: Arc<Self>,
+            _: Option<&'a RequestContext>,
+            _: &'a str,
+            _: Value,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<Value, RpcError>> {
+            Box::pin(async { Ok(json!({})) })
+        }
+    }
+
+    fn ctx(sessions: &mut u32, origin: Option<&str>) -> Arc<RequestContext> {
+        *sessions += 1;
         Arc::new(RequestContext {
-            session,
+            session: Arc::new(FakeClient {
+                id: format!("session-{sessions}"),
+                origin: origin.map(str::to_owned),
+            }),
             related: None,
             progress_token: None,
             outstanding: Default::default(),
@@ -360,22 +388,22 @@ mod tests {
     async fn a_guess_never_crosses_origins_and_is_exact_with_one_request() {
         let (tx, _rx) = mpsc::unbounded_channel();
         let peer = Arc::new(RpcPeer::new("u".into(), tx));
-        let sessions = Sessions::default();
+        let mut sessions = 0;
         assert!(matches!(peer.latest_context(Some("sampling")), Guess::None));
-        let local = ctx(&sessions, None);
+        let local = ctx(&mut sessions, None);
         in_flight(&peer, local.clone()).await;
         match peer.latest_context(Some("sampling")) {
-            Guess::One(c) => assert_eq!(c.session.id, local.session.id),
+            Guess::One(c) => assert_eq!(c.session.id(), local.session.id()),
             _ => panic!("one request in flight: exact"),
         }
         // A second program (no origin) keeps the guess possible: same origin.
-        in_flight(&peer, ctx(&sessions, None)).await;
+        in_flight(&peer, ctx(&mut sessions, None)).await;
         assert!(matches!(
             peer.latest_context(Some("sampling")),
             Guess::One(_)
         ));
         // A browser page calling at the same time: refuse rather than guess.
-        in_flight(&peer, ctx(&sessions, Some("https://claude.ai"))).await;
+        in_flight(&peer, ctx(&mut sessions, Some("https://claude.ai"))).await;
         assert!(matches!(
             peer.latest_context(Some("sampling")),
             Guess::Ambiguous
@@ -383,10 +411,11 @@ mod tests {
         assert!(matches!(peer.latest_context(None), Guess::Ambiguous));
         // The exact link wins whatever else is in flight.
         assert_eq!(
-            peer.context_of(&json!(1)).map(|c| c.session.id.clone()),
-            Some(local.session.id.clone())
+            peer.context_of(&json!(1))
+                .map(|c| c.session.id().to_owned()),
+            Some(local.session.id().to_owned())
         );
-        assert!(peer.serves_session(&local.session.id));
+        assert!(peer.serves_session(local.session.id()));
         assert!(!peer.serves_session("nobody"));
     }
 }

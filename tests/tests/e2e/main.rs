@@ -1,0 +1,16 @@
+//! The end-to-end tests, one binary: each module starts real processes (the bridge, the agent,
+//! the shim, fixture and third-party MCP servers) and speaks to them over real sockets. One
+//! binary links the world once (each test binary used to link it again).
+
+mod agent;
+mod bridge;
+mod chaos;
+mod compat;
+mod guards;
+mod hostile;
+mod http_upstream;
+mod lifecycle;
+mod oauth;
+mod operations;
+mod passthrough;
+mod shim;
