@@ -5,6 +5,7 @@
 
 pub mod agent_client;
 pub mod cache;
+pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod demo;

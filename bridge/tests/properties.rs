@@ -131,7 +131,7 @@ proptest! {
 /// order, every caller gets its own answer.
 #[tokio::test]
 async fn responses_never_reach_the_wrong_caller() {
-    use mcp_bridge::upstream::rpc::RpcPeer;
+    use mcp_bridge::upstream::peer::RpcPeer;
     for seed in 0..20u64 {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
         let peer = Arc::new(RpcPeer::new("up".into(), tx));

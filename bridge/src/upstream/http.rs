@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::rpc::RpcPeer;
+use super::peer::RpcPeer;
 use super::supervisor::{self, Outcome};
 use super::{State, Upstream};
 use crate::agent_client::{AgentClient, TokenError};
@@ -167,7 +167,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
             s.state = State::Initializing;
         }
     });
-    let handshake = super::handshake(&up, &peer, up.timeouts.startup);
+    let handshake = super::protocol::handshake(&up, &peer, up.timeouts.startup);
     tokio::pin!(handshake);
     let (mut initializing, mut ready_since) = (true, None);
     let (ping_tx, mut ping_failed) = tokio::sync::oneshot::channel();
@@ -655,7 +655,7 @@ impl Conn {
             let dispatch = |e: crate::sse::SseEvent| {
                 let is_message = e.event.as_deref().is_none_or(|t| t == "message");
                 if let (true, Ok(v)) = (is_message, serde_json::from_str::<Value>(&e.data)) {
-                    super::dispatch(&up, &peer, v);
+                    super::protocol::dispatch(&up, &peer, v);
                 }
             };
             early.into_iter().for_each(dispatch);
@@ -720,7 +720,7 @@ impl Conn {
         if is_init && let Some(ver) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
             *self.version.lock() = Some(ver.to_owned());
         }
-        super::dispatch_for(&self.up, peer, v, cause);
+        super::protocol::dispatch_for(&self.up, peer, v, cause);
     }
 
     /// Dispatches the events of an SSE answer; true once the response to `id` arrived.
@@ -883,7 +883,7 @@ impl Conn {
                 };
                 for e in events.into_iter().filter(|e| !e.data.is_empty()) {
                     if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
-                        super::dispatch(&self.up, &peer, v);
+                        super::protocol::dispatch(&self.up, &peer, v);
                     }
                 }
             }

@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::rpc::RpcPeer;
+use super::peer::RpcPeer;
 use super::supervisor::{self, Outcome};
 use super::{State, Upstream};
 
@@ -129,7 +129,7 @@ async fn run_once(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToke
     let mut reader = tokio::spawn(read_stdout(up.clone(), peer.clone(), stdout));
 
     up.update_status(|s| s.state = State::Initializing);
-    let handshake = super::handshake(&up, &peer, up.timeouts.startup);
+    let handshake = super::protocol::handshake(&up, &peer, up.timeouts.startup);
     tokio::pin!(handshake);
     let mut initializing = true;
     let mut ready_since = None;
@@ -293,7 +293,7 @@ async fn read_stdout(up: Arc<Upstream>, peer: Arc<RpcPeer>, stdout: tokio::proce
                     continue;
                 }
                 match serde_json::from_slice::<Value>(&buf) {
-                    Ok(msg) => super::dispatch(&up, &peer, msg),
+                    Ok(msg) => super::protocol::dispatch(&up, &peer, msg),
                     Err(e) => {
                         let shown =
                             String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::rpc::RpcPeer;
+use super::peer::RpcPeer;
 use super::{CallError, State, Upstream};
 
 pub const MIN_DELAY: Duration = Duration::from_millis(250);

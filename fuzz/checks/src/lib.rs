@@ -10,9 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use mcp_bridge::catalog::Catalog;
 use mcp_bridge::jsonrpc::{self, Kind};
 use mcp_bridge::naming;
-use mcp_bridge::registry::Catalog;
 use mcp_bridge::sse::SseParser;
 use mcp_bridge::upstream::{Lists, NoClients, Timeouts, Upstream};
 use serde_json::Value;

@@ -1,0 +1,342 @@
+//! The MCP protocol of an upstream connection, whatever its transport: the handshake
+//! (`initialize`, `notifications/initialized`, every list the server announces, paginated), the
+//! client capabilities the bridge declares, re-listing on `list_changed`, and every message the
+//! upstream sends: answers go to the peer, requests (`ping`, `roots/list`, sampling,
+//! elicitation) are answered or relayed to the client that caused them, notifications
+//! (progress, logs, resource updates) go to their clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::peer::{Guess, RpcPeer};
+use super::{
+    CallError, INSTANCE_META, LATEST_VERSION, ListKind, Lists, SUPPORTED_VERSIONS, Upstream,
+    instance_id,
+};
+use crate::jsonrpc::{self, RpcError};
+use proto::config::Roots;
+
+/// Most pages followed for one list, so a server that hands out cursors forever cannot hang us.
+const MAX_PAGES: usize = 1000;
+
+/// The client capabilities the bridge announces to upstreams: everything it can relay to some
+/// client. When no connected client has the capability at the time, the upstream gets a
+/// JSON-RPC error instead of a hang.
+///
+/// `roots` only when the upstream's config gives it roots: a client's roots are that client's
+/// view and never reach an upstream other clients share.
+fn client_capabilities(up: &Upstream) -> Value {
+    let mut caps = serde_json::json!({
+        "sampling": {},
+        "elicitation": {},
+    });
+    if up.roots != Roots::None {
+        caps["roots"] = serde_json::json!({ "listChanged": true });
+    }
+    caps
+}
+
+/// `initialize`, `notifications/initialized`, then every list the upstream announces.
+pub(crate) async fn handshake(
+    up: &Upstream,
+    peer: &RpcPeer,
+    timeout: Duration,
+) -> Result<(), CallError> {
+    let params = serde_json::json!({
+        "protocolVersion": LATEST_VERSION,
+        "capabilities": client_capabilities(up),
+        "clientInfo": { "name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") },
+    });
+    let init = peer.call("initialize", Some(params), timeout).await?;
+    if init
+        .get("_meta")
+        .and_then(|m| m.get(INSTANCE_META))
+        .and_then(Value::as_str)
+        == Some(instance_id())
+    {
+        return Err(CallError::Disabled {
+            upstream: up.name.to_string(),
+            reason: "it is this mcp-bridge itself (the shim, or a URL of this bridge); remove this entry from config.toml, or the bridge would proxy itself in a loop".into(),
+        });
+    }
+    let version = init
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(CallError::Unavailable {
+            upstream: up.name.to_string(),
+            reason: format!(
+                "it answered protocol version {version:?}, which mcp-bridge does not speak"
+            ),
+        });
+    }
+    let version = version.to_owned();
+    peer.notify("notifications/initialized", None);
+    up.update_status(|s| {
+        s.server_info = init.get("serverInfo").cloned();
+        s.protocol_version = Some(version);
+    });
+    let capabilities = init
+        .get("capabilities")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let mut fresh = Lists {
+        capabilities,
+        ..Default::default()
+    };
+    for kind in ListKind::ALL {
+        if fresh.capabilities.get(kind.capability()).is_some() {
+            *kind.get_mut(&mut fresh) = list_all(up, peer, kind, timeout).await?;
+        }
+    }
+    up.publish(|l| *l = fresh);
+    Ok(())
+}
+
+/// Fetches one list, following pagination to the end.
+async fn list_all(
+    up: &Upstream,
+    peer: &RpcPeer,
+    kind: ListKind,
+    timeout: Duration,
+) -> Result<Vec<Value>, CallError> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.as_ref().map(|c| serde_json::json!({ "cursor": c }));
+        let mut page = peer.call(kind.method(), params, timeout).await?;
+        if let Some(Value::Array(batch)) = page.get_mut(kind.key()).map(Value::take) {
+            for item in batch {
+                if item.get(kind.id_field()).and_then(Value::as_str).is_some() {
+                    items.push(item);
+                } else {
+                    tracing::warn!(upstream = %up.name, kind = kind.key(), "ignored an item without a {}", kind.id_field());
+                }
+            }
+        }
+        match page.get("nextCursor").and_then(Value::as_str) {
+            Some(next) if Some(next) != cursor.as_deref() => cursor = Some(next.to_owned()),
+            _ => return Ok(items),
+        }
+    }
+    Err(CallError::Unavailable {
+        upstream: up.name.to_string(),
+        reason: format!("{} did not end after {MAX_PAGES} pages", kind.method()),
+    })
+}
+
+/// Re-lists `kinds` after a list_changed notification.
+async fn refresh(up: Arc<Upstream>, peer: Arc<RpcPeer>, kinds: &[ListKind]) {
+    for &kind in kinds {
+        match list_all(&up, &peer, kind, up.timeouts.startup).await {
+            Ok(items) => up.publish(|l| *kind.get_mut(l) = items),
+            Err(e) => {
+                tracing::warn!(upstream = %up.name, kind = kind.key(), error = %e, "re-listing failed")
+            }
+        }
+    }
+}
+
+/// Routes one message from the upstream, whatever its transport.
+pub(crate) fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
+    dispatch_for(up, peer, msg, None);
+}
+
+/// Routes one message from the upstream; `cause` is our request id the transport says the
+/// message belongs to (a POST's SSE answer), which makes routing exact instead of a guess.
+pub(crate) fn dispatch_for(
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
+    msg: Value,
+    cause: Option<&Value>,
+) {
+    peer.heard();
+    let cause = cause.map(|id| peer.context_of(id).map_or(Guess::None, Guess::One));
+    match jsonrpc::classify(&msg) {
+        jsonrpc::Kind::Response { id } => {
+            let id = id.clone();
+            peer.deliver(&id, msg);
+        }
+        jsonrpc::Kind::Request { id, method } => {
+            serve_request(up, peer, id.clone(), method, &msg, cause)
+        }
+        jsonrpc::Kind::Notification { method } => {
+            on_notification(up, peer, method, msg.clone(), cause)
+        }
+        jsonrpc::Kind::Invalid(why) => {
+            tracing::warn!(upstream = %up.name, why, "invalid JSON-RPC message from upstream");
+        }
+    }
+}
+
+/// A request from the upstream to its client (us): answered locally (`ping`, `roots/list`) or
+/// relayed to the client session that caused it. `cause` is that client request when the
+/// transport said so; otherwise the bridge guesses, and refuses when the guess would cross
+/// clients of different origins.
+pub(crate) fn serve_request(
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
+    id: Value,
+    method: &str,
+    msg: &Value,
+    cause: Option<Guess>,
+) {
+    let capability = match method {
+        "ping" => {
+            peer.respond(&id, Ok(serde_json::json!({})));
+            return;
+        }
+        "roots/list" => return answer_roots(up, peer, id),
+        "sampling/createMessage" => "sampling",
+        "elicitation/create" => "elicitation",
+        _ => {
+            peer.respond(
+                &id,
+                Err(RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("Method not found: {method}"),
+                )),
+            );
+            return;
+        }
+    };
+    let params = msg
+        .get("params")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let ctx = match cause.unwrap_or_else(|| peer.latest_context(Some(capability))) {
+        Guess::One(c) => Some(c),
+        Guess::None => None,
+        Guess::Ambiguous => {
+            tracing::warn!(upstream = %up.name, method, "refused a server→client request: requests of clients of different origins are in flight and stdio cannot say which one it is for");
+            peer.respond(
+                &id,
+                Err(RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    format!("mcp-bridge cannot tell which client {method} is for (clients of different origins are calling this upstream at once); retry when one request is in flight"),
+                )),
+            );
+            return;
+        }
+    };
+    // A human may be answering (elicitation): allow the full request timeout.
+    let answer = up.downstream.request(
+        ctx,
+        capability,
+        method.to_owned(),
+        params,
+        up.timeouts.request,
+    );
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        let result = answer.await;
+        peer.respond(&id, result);
+    });
+}
+
+/// `roots/list` from the upstream: from its config, or (`roots = "client"`) from the one
+/// client session it serves. Never another client's roots.
+fn answer_roots(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, id: Value) {
+    let list = match &up.roots {
+        Roots::None => {
+            peer.respond(
+                &id,
+                Err(RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    "mcp-bridge gives this upstream no roots (set `roots` in its config)",
+                )),
+            );
+            return;
+        }
+        Roots::Fixed(list) => list,
+        Roots::Client => {
+            let Some(holder) = up.lease_holder().filter(|s| s.has_capability("roots")) else {
+                peer.respond(&id, Ok(serde_json::json!({ "roots": [] })));
+                return;
+            };
+            let ctx = peer
+                .latest_context(Some("roots"))
+                .one()
+                .filter(|c| c.session.id() == holder.id());
+            let timeout = up.timeouts.request;
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let answer = holder
+                    .request(ctx.as_deref(), "roots/list", serde_json::json!({}), timeout)
+                    .await;
+                peer.respond(&id, answer);
+            });
+            return;
+        }
+    };
+    let roots: Vec<Value> = list
+        .iter()
+        .map(|uri| {
+            let name = uri.trim_end_matches('/').rsplit('/').next().unwrap_or(uri);
+            serde_json::json!({ "uri": uri, "name": name })
+        })
+        .collect();
+    peer.respond(&id, Ok(serde_json::json!({ "roots": roots })));
+}
+
+/// A notification from the upstream.
+pub(crate) fn on_notification(
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
+    method: &str,
+    mut msg: Value,
+    cause: Option<Guess>,
+) {
+    let relist = |kinds: &'static [ListKind]| {
+        tokio::spawn(refresh(up.clone(), peer.clone(), kinds));
+    };
+    match method {
+        "notifications/tools/list_changed" => relist(&[ListKind::Tools]),
+        "notifications/prompts/list_changed" => relist(&[ListKind::Prompts]),
+        "notifications/resources/list_changed" => {
+            relist(&[ListKind::Resources, ListKind::Templates])
+        }
+        "notifications/progress" => {
+            if !peer.route_progress(msg) {
+                tracing::debug!(upstream = %up.name, "progress for a request that is gone");
+            }
+        }
+        "notifications/resources/updated" => {
+            let Some(uri) = msg.pointer("/params/uri").and_then(Value::as_str) else {
+                return;
+            };
+            let exposed = crate::naming::expose_uri(&up.prefix, uri);
+            msg["params"]["uri"] = Value::String(exposed.clone());
+            up.downstream.resource_updated(&exposed, &msg);
+        }
+        "notifications/message" => {
+            let text = msg.get("params").map(Value::to_string).unwrap_or_default();
+            tracing::debug!(target: "upstream_log", upstream = %up.name, "{text}");
+            // Log messages during a call belong to that call's client; others to everyone, each
+            // client receiving only the levels it asked for.
+            let level = msg
+                .pointer("/params/level")
+                .and_then(Value::as_str)
+                .unwrap_or("info")
+                .to_owned();
+            match cause.unwrap_or_else(|| peer.latest_context(None)) {
+                Guess::One(ctx) => {
+                    if ctx.session.wants_log(&level) {
+                        ctx.send(msg);
+                    }
+                }
+                Guess::None => up.downstream.log(&level, &msg),
+                Guess::Ambiguous => {
+                    tracing::debug!(upstream = %up.name, "a log message during calls of clients of different origins; kept from both")
+                }
+            }
+        }
+        "notifications/cancelled" => {
+            tracing::debug!(upstream = %up.name, "upstream cancelled a request it sent")
+        }
+        _ => up.downstream.broadcast(&msg),
+    }
+}
