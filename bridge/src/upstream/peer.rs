@@ -418,4 +418,143 @@ mod tests {
         assert!(peer.serves_session(local.session.id()));
         assert!(!peer.serves_session("nobody"));
     }
+
+    /// A peer whose transport is a channel the test reads.
+    fn peer() -> (Arc<RpcPeer>, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(RpcPeer::new("u".into(), tx)), rx)
+    }
+
+    async fn sent(rx: &mut mpsc::UnboundedReceiver<Bytes>) -> Value {
+        let line = rx.recv().await.expect("a message on the transport");
+        assert_eq!(line.last(), Some(&b'\n'), "one message per line");
+        serde_json::from_slice(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_reach_their_caller_by_our_own_ids() {
+        let (p, mut rx) = peer();
+        let (a, b) = (p.clone(), p.clone());
+        let first =
+            tokio::spawn(async move { a.call("tools/list", None, Duration::from_secs(5)).await });
+        let m1 = sent(&mut rx).await;
+        let second = tokio::spawn(async move {
+            b.call(
+                "tools/call",
+                Some(json!({"name": "x"})),
+                Duration::from_secs(5),
+            )
+            .await
+        });
+        let m2 = sent(&mut rx).await;
+        assert_ne!(m1["id"], m2["id"], "ids are the peer's own and unique");
+        assert_eq!(m2["params"]["name"], "x");
+        // Out of order, and one an error: each goes to its own caller.
+        p.deliver(
+            &m2["id"],
+            json!({"jsonrpc": "2.0", "id": m2["id"], "error": {"code": -32602, "message": "bad"}}),
+        );
+        p.deliver(
+            &m1["id"],
+            json!({"jsonrpc": "2.0", "id": m1["id"], "result": {"tools": []}}),
+        );
+        assert_eq!(first.await.unwrap().unwrap(), json!({"tools": []}));
+        match second.await.unwrap() {
+            Err(CallError::Rpc(e)) => assert_eq!(e.message(), "bad"),
+            other => panic!("{other:?}"),
+        }
+        // An answer nobody waits for (late, or forged) is dropped.
+        p.deliver(
+            &json!(999),
+            json!({"jsonrpc": "2.0", "id": 999, "result": {}}),
+        );
+        assert!(p.inner.lock().pending.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_request_is_cancelled_upstream() {
+        let (p, mut rx) = peer();
+        let call = {
+            let p = p.clone();
+            tokio::spawn(async move { p.call("tools/call", None, Duration::from_secs(2)).await })
+        };
+        let m = sent(&mut rx).await;
+        match call.await.unwrap() {
+            Err(CallError::Timeout { after, .. }) => assert_eq!(after, Duration::from_secs(2)),
+            other => panic!("{other:?}"),
+        }
+        let cancel = sent(&mut rx).await;
+        assert_eq!(cancel["method"], "notifications/cancelled");
+        assert_eq!(cancel["params"]["requestId"], m["id"]);
+        assert!(p.inner.lock().pending.is_empty(), "nothing left pending");
+    }
+
+    #[tokio::test]
+    async fn a_closed_transport_fails_every_waiter_and_later_calls_at_once() {
+        let (p, mut rx) = peer();
+        let call = {
+            let p = p.clone();
+            tokio::spawn(async move { p.call("ping", None, Duration::from_secs(60)).await })
+        };
+        sent(&mut rx).await;
+        p.close("process exited (exit status: 1)");
+        match call.await.unwrap() {
+            Err(CallError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("exited"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match p.call("ping", None, Duration::from_secs(60)).await {
+            Err(CallError::Unavailable { reason, .. }) => assert!(reason.contains("exited")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_tokens_are_ours_upstream_and_the_clients_own_downstream() {
+        let (p, mut rx) = peer();
+        let (tx, mut client) = mpsc::unbounded_channel();
+        let ctx = Arc::new(RequestContext {
+            session: Arc::new(FakeClient {
+                id: "s".into(),
+                origin: None,
+            }),
+            related: Some(tx),
+            progress_token: Some(json!(42)),
+            outstanding: Default::default(),
+        });
+        let call = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.call_with(
+                    "tools/call",
+                    Some(json!({"name": "x", "_meta": {"progressToken": 42}})),
+                    Duration::from_secs(5),
+                    Some(ctx),
+                )
+                .await
+            })
+        };
+        let m = sent(&mut rx).await;
+        let ours = m["params"]["_meta"]["progressToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(ours.starts_with("mcpb-"), "{m}");
+        assert!(p.route_progress(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": ours, "progress": 1}})));
+        let got = client.recv().await.unwrap();
+        assert_eq!(got["params"]["progressToken"], 42, "the client's own token");
+        assert!(!p.route_progress(
+            json!({"method": "notifications/progress", "params": {"progressToken": "mcpb-nope"}})
+        ));
+        p.deliver(
+            &m["id"],
+            json!({"jsonrpc": "2.0", "id": m["id"], "result": {}}),
+        );
+        call.await.unwrap().unwrap();
+        assert!(
+            p.inner.lock().progress.is_empty(),
+            "the mapping goes with the request"
+        );
+    }
 }
