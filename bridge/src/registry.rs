@@ -449,6 +449,8 @@ impl Registry {
     /// `logging/setLevel`: passed to every connected upstream that logs.
     pub fn set_log_level(&self, params: &Value) {
         for up in self.upstreams() {
+            // Kept, so a reconnected upstream is told again (it starts at its own default).
+            up.remember_log_level(params.clone());
             if up.has_capability("logging")
                 && let Some(conn) = up.ready_conn()
             {

@@ -292,6 +292,8 @@ pub struct Upstream {
     lease: Mutex<Option<std::sync::Weak<dyn ClientSession>>>,
     /// Ends the current connection and starts a new one at once (no backoff).
     pub(crate) restart: Notify,
+    /// The `logging/setLevel` params the clients need of this upstream, re-sent on reconnect.
+    log_level: Mutex<Option<Value>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -336,6 +338,7 @@ impl Upstream {
             roots: Roots::None,
             lease: Mutex::new(None),
             restart: Notify::new(),
+            log_level: Mutex::new(None),
         }
     }
 
@@ -343,6 +346,16 @@ impl Upstream {
     pub fn with_roots(mut self, roots: Roots) -> Self {
         self.roots = roots;
         self
+    }
+
+    /// Records the log level the clients need (see `Registry::set_log_level`).
+    pub fn remember_log_level(&self, params: Value) {
+        *self.log_level.lock() = Some(params);
+    }
+
+    /// The log level to tell a freshly connected upstream, if clients asked for one.
+    pub fn log_level(&self) -> Option<Value> {
+        self.log_level.lock().clone()
     }
 
     /// The client session this upstream serves (`roots = "client"`), if it still exists.

@@ -92,6 +92,13 @@ pub(crate) async fn handshake(
             *kind.get_mut(&mut fresh) = list_all(up, peer, kind, timeout).await?;
         }
     }
+    // A reconnected upstream starts at its own log level: tell it what the clients asked for.
+    if fresh.capabilities.get("logging").is_some()
+        && let Some(level) = up.log_level()
+        && let Err(e) = peer.call("logging/setLevel", Some(level), timeout).await
+    {
+        tracing::debug!(upstream = %up.name, error = %e, "logging/setLevel after connecting failed");
+    }
     up.publish(|l| *l = fresh);
     Ok(())
 }

@@ -425,3 +425,28 @@ async fn a_login_reaches_the_bridge_at_once_and_ready_clears_the_error() {
         logged_in.elapsed().as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn a_server_wanting_authorization_without_auth_configured_says_what_to_set() {
+    let fixture = FixtureHttp::start(&[], None).await;
+    let config = format!(
+        "[[upstream]]\nname = \"plain\"\nurl = {:?}\n\n",
+        fixture.mcp_url()
+    );
+    let b = Bridge::builder().config(&config).start().await;
+    let err = wait_for(
+        "the 401 to be explained",
+        Duration::from_secs(20),
+        async || {
+            let status = b.status().await;
+            status["upstreams"][0]["last_error"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(
+        err.contains("auth = \"oauth\"") && !err.contains("freshly issued"),
+        "{err}"
+    );
+}
