@@ -169,49 +169,25 @@ async fn serve_connection(agent: &Arc<Agent>, stream: UnixStream) -> anyhow::Res
 
 /// A client of the agent socket (used by `mcp-cred-agent status` and, later, the bridge).
 pub struct AgentClient {
-    framed: Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>,
+    framed: proto::client::Conn,
     next_id: u64,
 }
 
 impl AgentClient {
     pub async fn connect(path: &Path) -> anyhow::Result<Self> {
-        let stream = UnixStream::connect(path).await.with_context(|| {
-            format!("mcp-cred-agent is not running (no answer on {}); start it with `mcp-cred-agent serve`", path.display())
+        let framed = proto::client::connect(path).await.map_err(|e| match e {
+            proto::client::ClientError::Io(e) => anyhow::anyhow!(
+                "mcp-cred-agent is not running (no answer on {}: {e}); start it with `mcp-cred-agent serve`",
+                path.display()
+            ),
+            e => anyhow::anyhow!("agent refused the connection: {e}"),
         })?;
-        let mut framed = Framed::new(stream, proto::codec());
-        framed
-            .send(proto::encode(&ClientMessage::Hello {
-                protocol_version: PROTOCOL_VERSION,
-            }))
-            .await?;
-        match framed.next().await {
-            Some(frame) => match proto::decode::<AgentMessage>(&frame?)? {
-                AgentMessage::Hello { .. } => Ok(Self { framed, next_id: 1 }),
-                AgentMessage::Response { response, .. } => {
-                    anyhow::bail!("agent refused the connection: {response:?}")
-                }
-            },
-            None => anyhow::bail!("agent closed the connection during the handshake"),
-        }
+        Ok(Self { framed, next_id: 1 })
     }
 
     pub async fn request(&mut self, request: Request) -> anyhow::Result<Response> {
         let id = self.next_id;
         self.next_id += 1;
-        self.framed
-            .send(proto::encode(&ClientMessage::Request { id, request }))
-            .await?;
-        loop {
-            let frame = self
-                .framed
-                .next()
-                .await
-                .context("agent closed the connection")??;
-            if let AgentMessage::Response { id: got, response } = proto::decode(&frame)?
-                && got == id
-            {
-                return Ok(response);
-            }
-        }
+        Ok(proto::client::exchange(&mut self.framed, id, request).await?)
     }
 }

@@ -3,11 +3,9 @@
 
 use std::path::PathBuf;
 
-use futures_util::{SinkExt, StreamExt};
-use proto::{AgentError, AgentMessage, ClientMessage, PROTOCOL_VERSION, Request, Response};
-use tokio::net::UnixStream;
+use proto::client::Conn;
+use proto::{AgentError, Request, Response};
 use tokio::sync::Mutex;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -18,8 +16,6 @@ pub enum TokenError {
     #[error("{0}")]
     Agent(AgentError),
 }
-
-type Conn = Framed<UnixStream, LengthDelimitedCodec>;
 
 pub struct AgentClient {
     path: PathBuf,
@@ -42,27 +38,12 @@ impl AgentClient {
     }
 
     async fn connect(&self) -> Result<Conn, TokenError> {
-        let stream = UnixStream::connect(&self.path)
+        proto::client::connect(&self.path)
             .await
-            .map_err(|e| self.down(e))?;
-        let mut framed = Framed::new(stream, proto::codec());
-        framed
-            .send(proto::encode(&ClientMessage::Hello {
-                protocol_version: PROTOCOL_VERSION,
-            }))
-            .await
-            .map_err(|e| self.down(e))?;
-        match framed.next().await {
-            Some(Ok(frame)) => match proto::decode::<AgentMessage>(&frame) {
-                Ok(AgentMessage::Hello { .. }) => Ok(framed),
-                Ok(AgentMessage::Response {
-                    response: Response::Error { error },
-                    ..
-                }) => Err(TokenError::Agent(error)),
-                other => Err(self.down(format!("unexpected handshake answer {other:?}"))),
-            },
-            _ => Err(self.down("the agent closed the connection")),
-        }
+            .map_err(|e| match e {
+                proto::client::ClientError::Refused(error) => TokenError::Agent(error),
+                e => self.down(e),
+            })
     }
 
     /// One request, over a kept connection; a broken connection is reopened once.
@@ -77,28 +58,9 @@ impl AgentClient {
             };
             let id = *next;
             *next += 1;
-            let sent = conn
-                .send(proto::encode(&ClientMessage::Request {
-                    id,
-                    request: request.clone(),
-                }))
-                .await;
-            let answer = match sent {
-                Ok(()) => loop {
-                    match conn.next().await {
-                        Some(Ok(frame)) => match proto::decode::<AgentMessage>(&frame) {
-                            Ok(AgentMessage::Response { id: got, response }) if got == id => {
-                                break Ok(response);
-                            }
-                            Ok(_) => continue,
-                            Err(e) => break Err(e.to_string()),
-                        },
-                        Some(Err(e)) => break Err(e.to_string()),
-                        None => break Err("connection closed".into()),
-                    }
-                },
-                Err(e) => Err(e.to_string()),
-            };
+            let answer = proto::client::exchange(conn, id, request.clone())
+                .await
+                .map_err(|e| e.to_string());
             match answer {
                 Ok(r) => return Ok(r),
                 Err(e) => {

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod childenv;
+pub mod client;
 pub mod config;
 
 use std::path::{Path, PathBuf};
