@@ -876,3 +876,81 @@ async fn a_first_start_lists_tools_of_a_server_still_starting() {
         "the first tools/list was {names:?}"
     );
 }
+
+/// Calls a tool on a streamed POST, answering each server→client request that arrives on that
+/// stream with `answer(request)`; returns the result and the methods it answered.
+async fn call_answering(
+    c: &Client,
+    tool: &str,
+    args: Value,
+    answer: impl Fn(&Value) -> Value,
+) -> (Value, Vec<String>) {
+    let id = json!(format!("call-{}", fastrand_id()));
+    let mut r = c
+        .post_stream(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
+        .await;
+    let mut asked = Vec::new();
+    while let Some(m) = r.next().await {
+        if m.get("method").is_some() && m.get("id").is_some() {
+            asked.push(m["method"].as_str().unwrap_or("").to_owned());
+            c.answer(&m, answer(&m)).await;
+        } else if m.get("id") == Some(&id) {
+            return (m, asked);
+        }
+    }
+    panic!("no answer to {tool}");
+}
+
+#[tokio::test]
+async fn sampling_and_elicitation_reach_the_calling_client_over_http_and_stdio() {
+    let tp = ThirdParty::get();
+    let port = free_port();
+    let _server = everything_http(tp, "streamableHttp", port).await;
+    let config = format!(
+        "[[upstream]]\nname = \"ev_http\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\n{}",
+        tp.node_entry("ev_stdio", &tp.everything(), &["stdio"], "")
+    );
+    let (b, _) = bridge_with(&config, 2).await;
+    let caps = json!({"sampling": {}, "elicitation": {}});
+    let (caller, bystander) = (
+        Client::connect_with(&b.url, caps.clone()).await,
+        Client::connect_with(&b.url, caps).await,
+    );
+    // The bystander keeps a GET stream open: a misrouted request would land there.
+    let mut bystander_stream = bystander.get_stream().await;
+    for name in ["ev_http", "ev_stdio"] {
+        let (r, asked) = call_answering(
+            &caller,
+            &format!("{name}__trigger-sampling-request"),
+            json!({"prompt": "hello", "maxTokens": 5}),
+            |_| json!({"role": "assistant", "content": {"type": "text", "text": "from the caller"}, "model": "m", "stopReason": "endTurn"}),
+        )
+        .await;
+        assert_eq!(asked, ["sampling/createMessage"], "{name}");
+        assert!(text_of(&r).contains("from the caller"), "{name}: {r}");
+        let (r, asked) = call_answering(
+            &caller,
+            &format!("{name}__trigger-elicitation-request"),
+            json!({}),
+            |_| json!({"action": "decline"}),
+        )
+        .await;
+        assert_eq!(asked, ["elicitation/create"], "{name}");
+        assert!(
+            r["result"]["content"].to_string().contains("declined"),
+            "{name}: {r}"
+        );
+        matrix(&format!(
+            "| server-everything ({}) | bridge | sampling/createMessage and elicitation/create relayed to the calling client only | | pass |",
+            if name == "ev_http" {
+                "streamableHttp"
+            } else {
+                "stdio"
+            }
+        ));
+    }
+    let soon = Instant::now() + Duration::from_millis(300);
+    while let Some(m) = bystander_stream.next_before(soon).await {
+        assert!(m.get("id").is_none(), "the bystander was asked: {m}");
+    }
+}
