@@ -16,19 +16,31 @@ use crate::upstream::Lists;
 pub const FILE_NAME: &str = "tools-cache.json";
 const VERSION: u32 = 1;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct CacheFile {
     version: u32,
     #[serde(default)]
     upstreams: BTreeMap<String, Entry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Entry {
     #[serde(flatten)]
     lists: Lists,
+}
+
+/// What is written: the same layout, borrowing the lists (no copy of every tool per write).
+#[derive(Serialize)]
+struct CacheFileRef<'a> {
+    version: u32,
+    upstreams: BTreeMap<&'a str, EntryRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    #[serde(flatten)]
+    lists: &'a Lists,
     /// Unix seconds of the last write.
-    #[serde(default)]
     updated_at: u64,
 }
 
@@ -74,20 +86,20 @@ impl ToolCache {
     }
 
     /// Serialises the lists of every upstream.
-    pub fn render(lists: &BTreeMap<String, Lists>) -> Vec<u8> {
+    pub fn render<L: std::ops::Deref<Target = Lists>>(lists: &BTreeMap<String, L>) -> Vec<u8> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let file = CacheFile {
+        let file = CacheFileRef {
             version: VERSION,
             upstreams: lists
                 .iter()
                 .map(|(k, v)| {
                     (
-                        k.clone(),
-                        Entry {
-                            lists: v.clone(),
+                        k.as_str(),
+                        EntryRef {
+                            lists: v,
                             updated_at: now,
                         },
                     )
@@ -126,7 +138,11 @@ mod tests {
             ..Default::default()
         };
         lists.insert("a".to_owned(), l);
-        c.store(&ToolCache::render(&lists)).unwrap();
+        let boxed: BTreeMap<String, Box<Lists>> = lists
+            .iter()
+            .map(|(k, v)| (k.clone(), Box::new(v.clone())))
+            .collect();
+        c.store(&ToolCache::render(&boxed)).unwrap();
         assert_eq!(c.load(), lists);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(

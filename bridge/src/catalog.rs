@@ -325,7 +325,7 @@ mod tests {
             Arc::new(Notify::new()),
             Arc::new(crate::upstream::NoClients),
         );
-        u.seed_lists(lists);
+        u.seed_lists(Arc::new(lists));
         Arc::new(u)
     }
 

@@ -57,9 +57,10 @@ pub struct Registry {
     tasks: TaskTracker,
     cache: ToolCache,
     /// The lists read from the cache file at start, to seed upstreams (also ones added later).
-    cached: BTreeMap<String, Lists>,
+    /// Dropped per upstream once it has live lists (then its own lists are what counts).
+    cached: Mutex<BTreeMap<String, Arc<Lists>>>,
     /// What was last written to the cache file, to skip rewriting the same lists.
-    last_written: Mutex<Option<BTreeMap<String, Lists>>>,
+    last_written: Mutex<Option<BTreeMap<String, Arc<Lists>>>>,
     default_request: Duration,
     demo: Option<(String, Vec<String>)>,
 }
@@ -73,7 +74,11 @@ impl Registry {
         downstream: Arc<dyn Downstream>,
     ) -> Arc<Self> {
         let cache = ToolCache::new(&config.config_dir);
-        let cached = cache.load();
+        let cached: BTreeMap<String, Arc<Lists>> = cache
+            .load()
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
         if !cached.is_empty() {
             tracing::info!(file = %cache.path().display(), upstreams = cached.len(), "loaded the warm tool cache");
         }
@@ -86,7 +91,7 @@ impl Registry {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             cache,
-            cached,
+            cached: Mutex::new(cached),
             last_written: Mutex::new(None),
             default_request: Duration::from_secs(config.server.request_timeout_secs.max(1)),
             demo,
@@ -149,12 +154,17 @@ impl Registry {
                 entries.push(old.swap_remove(i));
                 continue;
             }
-            if old.iter().any(|e| e.config.name == config.name) {
+            // A changed upstream starts from the lists its previous self served.
+            let previous = old
+                .iter()
+                .find(|e| e.config.name == config.name)
+                .map(|e| e.up.lists());
+            if previous.is_some() {
                 tracing::info!(upstream = %config.name, "configuration changed; restarting the upstream");
             } else if reload {
                 tracing::info!(upstream = %config.name, "new upstream in the configuration");
             }
-            entries.push(self.start_upstream(config));
+            entries.push(self.start_upstream(config, previous));
         }
         for gone in old {
             if !entries.iter().any(|e| e.config.name == gone.config.name) {
@@ -166,7 +176,7 @@ impl Registry {
         self.tools_changed.notify_one();
     }
 
-    fn start_upstream(&self, config: UpstreamConfig) -> Entry {
+    fn start_upstream(&self, config: UpstreamConfig, previous: Option<Arc<Lists>>) -> Entry {
         let timeouts = Timeouts::from_config(&config.timing, self.default_request);
         let stop = self.shutdown.child_token();
         let transport = match config.transport {
@@ -184,8 +194,11 @@ impl Registry {
             )
             .with_roots(config.roots.clone()),
         );
-        if let Some(lists) = self.cached.get(&config.name) {
-            up.seed_lists(lists.clone());
+        let seed = previous
+            .filter(|l| !l.tools.is_empty())
+            .or_else(|| self.cached.lock().get(&config.name).cloned());
+        if let Some(lists) = seed {
+            up.seed_lists(lists);
         }
         match &config.transport {
             Transport::Stdio {
@@ -296,11 +309,16 @@ impl Registry {
         if !ups.iter().any(|u| u.has_live_lists()) {
             return;
         }
-        let lists: BTreeMap<String, Lists> = ups
-            .iter()
-            .filter(|u| u.has_live_lists() || self.cached.contains_key(&*u.name))
-            .map(|u| (u.name.to_string(), (*u.lists()).clone()))
-            .collect();
+        // The upstreams' own `Arc`s: comparing and rendering copy no tool.
+        let lists: BTreeMap<String, Arc<Lists>> = {
+            let mut cached = self.cached.lock();
+            // A live upstream's cached lists are stale and no longer needed.
+            cached.retain(|name, _| !ups.iter().any(|u| &*u.name == name && u.has_live_lists()));
+            ups.iter()
+                .filter(|u| u.has_live_lists() || cached.contains_key(&*u.name))
+                .map(|u| (u.name.to_string(), u.lists()))
+                .collect()
+        };
         {
             let mut last = self.last_written.lock();
             if last.as_ref() == Some(&lists) {

@@ -27,10 +27,10 @@ fn upstream(name: &str, prefix: &str, tools: &[String]) -> Arc<Upstream> {
         Arc::new(tokio::sync::Notify::new()),
         Arc::new(NoClients),
     );
-    u.seed_lists(Lists {
+    u.seed_lists(Arc::new(Lists {
         tools: tools.iter().map(|t| json!({"name": t})).collect(),
         ..Default::default()
-    });
+    }));
     Arc::new(u)
 }
 

@@ -446,9 +446,11 @@ impl Upstream {
     }
 
     /// Seeds the lists from the warm cache (before any connection).
-    pub fn seed_lists(&self, lists: Lists) {
+    pub fn seed_lists(&self, lists: Arc<Lists>) {
         if !self.has_live_lists() {
-            self.modify_lists(|l| *l = lists);
+            // Shared with the cache: no copy of the tools.
+            self.lists.send_replace(lists);
+            self.lists_changed.notify_one();
         }
     }
 

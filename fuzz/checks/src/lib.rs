@@ -126,7 +126,7 @@ pub fn catalog(data: &[u8]) {
             Arc::new(tokio::sync::Notify::new()),
             Arc::new(NoClients),
         );
-        up.seed_lists(lists);
+        up.seed_lists(std::sync::Arc::new(lists));
         Some(Arc::new(up))
     })
     .collect();
