@@ -2,8 +2,6 @@
 //! get back JSON, an SSE stream of messages, or 202; open the GET stream; DELETE the session.
 //! The session id and negotiated protocol version are kept and sent on every later request.
 
-use parking_lot::Mutex;
-
 use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -45,16 +43,7 @@ pub struct StreamableClient {
     http: reqwest::Client,
     url: String,
     bearer: Option<String>,
-    session: Mutex<Option<String>>,
-    version: Mutex<Option<String>>,
-}
-
-fn get<T: Clone>(m: &Mutex<Option<T>>) -> Option<T> {
-    m.lock().clone()
-}
-
-fn set<T>(m: &Mutex<Option<T>>, v: Option<T>) {
-    *m.lock() = v;
+    session: crate::mcp_session::McpSession,
 }
 
 impl StreamableClient {
@@ -63,8 +52,7 @@ impl StreamableClient {
             http: reqwest::Client::new(),
             url: url.to_owned(),
             bearer,
-            session: Mutex::new(None),
-            version: Mutex::new(None),
+            session: Default::default(),
         }
     }
 
@@ -73,23 +61,16 @@ impl StreamableClient {
     }
 
     pub fn session(&self) -> Option<String> {
-        get(&self.session)
+        self.session.id()
     }
 
     /// Forgets the session (before a new `initialize`).
     pub fn reset(&self) {
-        set(&self.session, None);
-        set(&self.version, None);
+        self.session.reset();
     }
 
     fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(method, &self.url);
-        if let Some(s) = get(&self.session) {
-            req = req.header("mcp-session-id", s);
-        }
-        if let Some(v) = get(&self.version) {
-            req = req.header("mcp-protocol-version", v);
-        }
+        let mut req = self.session.headers(self.http.request(method, &self.url));
         if let Some(t) = &self.bearer {
             req = req.bearer_auth(t);
         }
@@ -134,13 +115,8 @@ impl StreamableClient {
             .await
             .map_err(|e| self.connect_error(e))?;
         let resp = Self::check(resp).await?;
-        if is_init
-            && let Some(s) = resp
-                .headers()
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok())
-        {
-            set(&self.session, Some(s.to_owned()));
+        if is_init {
+            self.session.learn_id(&resp);
         }
         if resp.status() == StatusCode::ACCEPTED {
             return Ok(Posted::Accepted);
@@ -169,12 +145,7 @@ impl StreamableClient {
 
     /// Records the negotiated version from an `initialize` answer that came as SSE.
     pub fn note_initialized(&self, result: &Value) {
-        if let Some(ver) = result
-            .pointer("/result/protocolVersion")
-            .and_then(Value::as_str)
-        {
-            set(&self.version, Some(ver.to_owned()));
-        }
+        self.session.learn_version(result);
     }
 
     /// Opens the GET stream of server-initiated messages. `Ok(None)` if the server has none (405).
@@ -195,7 +166,7 @@ impl StreamableClient {
 
     /// Ends the session (best effort).
     pub async fn delete(&self) {
-        if get(&self.session).is_some() {
+        if self.session.id().is_some() {
             let _ = self.request(reqwest::Method::DELETE).send().await;
         }
     }

@@ -14,6 +14,7 @@ pub mod downstream;
 pub mod guard;
 pub mod import;
 pub mod jsonrpc;
+pub mod mcp_session;
 pub mod naming;
 pub mod registry;
 pub mod server;

@@ -78,8 +78,7 @@ struct Conn {
     up: Arc<Upstream>,
     spec: Arc<HttpSpec>,
     http: reqwest::Client,
-    session: Mutex<Option<String>>,
-    version: Mutex<Option<String>>,
+    session: crate::mcp_session::McpSession,
     token: Mutex<Option<(String, u64)>>,
     /// The bridge's own `initialize` params, replayed when the upstream forgets the session.
     init: Mutex<Option<Value>>,
@@ -124,8 +123,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
         up: up.clone(),
         spec,
         http: http_client(),
-        session: Mutex::new(None),
-        version: Mutex::new(None),
+        session: Default::default(),
         token: Mutex::new(None),
         init: Mutex::new(None),
         resume_from: Mutex::new(None),
@@ -359,12 +357,7 @@ impl Conn {
             req = req.header(k, v);
         }
         if with_session {
-            if let Some(s) = self.session.lock().clone() {
-                req = req.header("mcp-session-id", s);
-            }
-            if let Some(v) = self.version.lock().clone() {
-                req = req.header("mcp-protocol-version", v);
-            }
+            req = self.session.headers(req);
         }
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -441,7 +434,7 @@ impl Conn {
                     }
                     continue;
                 }
-                s @ (400 | 404) if !is_init && !reinitialized && self.session.lock().is_some() => {
+                s @ (400 | 404) if !is_init && !reinitialized && self.session.id().is_some() => {
                     let body = error_body(resp).await;
                     if !session_lost(s, &body) {
                         if let Some(id) = &id {
@@ -503,13 +496,8 @@ impl Conn {
                 }
                 _ => {}
             }
-            if is_init
-                && let Some(s) = resp
-                    .headers()
-                    .get("mcp-session-id")
-                    .and_then(|v| v.to_str().ok())
-            {
-                *self.session.lock() = Some(s.to_owned());
+            if is_init {
+                self.session.learn_id(&resp);
             }
             let sse = resp
                 .headers()
@@ -717,8 +705,8 @@ impl Conn {
     /// requests, progress and logs on that stream belong exactly to the client request behind
     /// it.
     fn deliver(&self, peer: &Arc<RpcPeer>, v: Value, is_init: bool, cause: Option<&Value>) {
-        if is_init && let Some(ver) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
-            *self.version.lock() = Some(ver.to_owned());
+        if is_init {
+            self.session.learn_version(&v);
         }
         super::protocol::dispatch_for(&self.up, peer, v, cause);
     }
@@ -804,7 +792,7 @@ impl Conn {
     /// A fresh session with the same `initialize` params, out of band of the peer's ids.
     async fn reinitialize(&self) -> Result<(), String> {
         let params = self.init.lock().clone().ok_or("no initialize to replay")?;
-        self.session.lock().take();
+        self.session.clear_id();
         let token = self.bearer().await.map_err(|_| "no token".to_owned())?;
         let init = json!({"jsonrpc": "2.0", "id": "mcp-bridge-reinit", "method": "initialize", "params": params});
         let resp = self
@@ -817,12 +805,7 @@ impl Conn {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        let sid = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        *self.session.lock() = sid;
+        self.session.learn_id(&resp);
         let _ = read_capped(resp, MAX_ANSWER).await;
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let _ = self
@@ -894,7 +877,7 @@ impl Conn {
     }
 
     async fn delete_session(&self) {
-        if self.session.lock().is_none() {
+        if self.session.id().is_none() {
             return;
         }
         let token = self.bearer().await.ok().flatten();
