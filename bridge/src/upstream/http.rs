@@ -22,11 +22,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Upstream;
 use super::peer::RpcPeer;
 use super::supervisor::{self, Outcome};
-use super::{State, Upstream};
 use crate::agent_client::{AgentClient, TokenError};
 use crate::sse::SseParser;
+use futures_util::future::BoxFuture;
 use proto::config::HttpTransport;
 
 /// Where the bearer token comes from.
@@ -68,11 +69,8 @@ async fn read_capped(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, Str
 /// Tokens are renewed when they have less than this left.
 const TOKEN_MARGIN: u64 = 30;
 
-/// Why the connection cannot go on.
-enum Failure {
-    Broken(String),
-    NeedsLogin(String),
-}
+/// Why the connection cannot go on (sent on `Conn::fail` by whichever task finds out).
+use super::connection::Ending as Failure;
 
 struct Conn {
     up: Arc<Upstream>,
@@ -118,7 +116,7 @@ fn http_client() -> reqwest::Client {
 }
 
 async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: CancellationToken) -> Outcome {
-    let (fail_tx, mut fail_rx) = mpsc::unbounded_channel();
+    let (fail_tx, fail_rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         up: up.clone(),
         spec,
@@ -160,90 +158,49 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
             }
         })
     };
-    up.update_status(|s| {
-        if s.state != State::NeedsLogin {
-            s.state = State::Initializing;
-        }
-    });
-    let handshake = super::protocol::handshake(&up, &peer, up.timeouts.startup);
-    tokio::pin!(handshake);
-    let (mut initializing, mut ready_since) = (true, None);
-    let (ping_tx, mut ping_failed) = tokio::sync::oneshot::channel();
-    let (mut ping_tx, mut ping_armed) = (Some(ping_tx), true);
-    let mut tasks = Vec::new();
-    let failure = loop {
-        tokio::select! {
-            result = &mut handshake, if initializing => {
-                initializing = false;
-                match result {
-                    Ok(()) => {
-                        ready_since = Some(tokio::time::Instant::now());
-                        if let Some(tx) = ping_tx.take() {
-                            let t = &up.timeouts;
-                            tasks.push(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
-                        }
-                        up.became_ready(&peer);
-                    }
-                    Err(super::CallError::Disabled { reason, .. }) => {
-                        peer.close(&reason);
-                        conn.delete_session().await;
-                        conn.stop_legacy();
-                        sender.abort();
-                        return Outcome::Disabled { reason };
-                    }
-                    Err(e) => {
-                        // A token problem reported on the failure channel explains better.
-                        let why = fail_rx.try_recv().ok();
-                        break why.unwrap_or_else(|| Failure::Broken(format!("handshake failed: {e}")));
-                    }
-                }
-            }
-            Some(f) = fail_rx.recv() => break f,
-            result = &mut ping_failed, if ping_armed => {
-                ping_armed = false;
-                if let Ok(reason) = result {
-                    break Failure::Broken(reason);
-                }
-            }
-            () = up.restart.notified() => {
-                up.set_conn(None);
-                peer.close("the upstream is restarting for another client session");
-                conn.delete_session().await;
-                conn.stop_legacy();
-                for t in tasks { t.abort(); }
-                sender.abort();
-                return Outcome::Restart;
-            }
-            () = shutdown.cancelled() => {
-                up.set_conn(None);
-                peer.close("the bridge is shutting down");
-                conn.delete_session().await;
-                conn.stop_legacy();
-                for t in tasks { t.abort(); }
-                sender.abort();
-                return Outcome::Shutdown;
-            }
-        }
+    let mut transport = Session {
+        conn,
+        fail: fail_rx,
+        sender,
     };
-    up.set_conn(None);
-    conn.stop_legacy();
-    for t in tasks {
-        t.abort();
+    super::connection::run(&up, peer, &mut transport, &shutdown).await
+}
+
+/// A Streamable HTTP (or legacy SSE) session as a connection's transport: failures arrive on
+/// `fail` from whichever task finds them (a POST, the GET stream, the token source).
+struct Session {
+    conn: Arc<Conn>,
+    fail: mpsc::UnboundedReceiver<Failure>,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+impl super::connection::Transport for Session {
+    fn ended(&mut self) -> BoxFuture<'_, Failure> {
+        Box::pin(async move {
+            self.fail
+                .recv()
+                .await
+                .unwrap_or_else(|| Failure::Broken("the connection's tasks ended".into()))
+        })
     }
-    sender.abort();
-    let was_ready_for = ready_since.map(|t| t.elapsed()).unwrap_or_default();
-    match failure {
-        Failure::Broken(reason) => {
-            peer.close(&format!("{reason}; reconnecting"));
-            Outcome::Failed {
-                reason,
-                was_ready_for,
-            }
-        }
-        Failure::NeedsLogin(reason) => {
-            peer.close(&reason);
-            Outcome::NeedsLogin { reason }
-        }
+
+    fn reported(&mut self) -> Option<Failure> {
+        self.fail.try_recv().ok()
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.conn.delete_session().await;
+            self.conn.stop_legacy();
+            self.sender.abort();
+        })
+    }
+
+    fn abort(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.conn.stop_legacy();
+            self.sender.abort();
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! good tool list, and `call`, which fails promptly with a typed error when the upstream is not
 //! Ready or its transport dies mid-request.
 
+pub mod connection;
 pub mod http;
 pub mod peer;
 pub mod protocol;

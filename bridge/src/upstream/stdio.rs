@@ -16,9 +16,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Upstream;
+use super::connection::{self, Ending};
 use super::peer::RpcPeer;
 use super::supervisor::{self, Outcome};
-use super::{State, Upstream};
+use futures_util::future::BoxFuture;
 
 #[derive(Debug, Clone)]
 pub struct StdioSpec {
@@ -103,111 +105,78 @@ fn spawn_child(spec: &StdioSpec) -> std::io::Result<Child> {
 }
 
 async fn run_once(up: Arc<Upstream>, spec: StdioSpec, shutdown: CancellationToken) -> Outcome {
-    let failed = |reason: String, ready_since: Option<tokio::time::Instant>| Outcome::Failed {
+    let failed = |reason: String| Outcome::Failed {
         reason,
-        was_ready_for: ready_since.map(|t| t.elapsed()).unwrap_or_default(),
+        was_ready_for: Duration::ZERO,
     };
     let mut child = match spawn_child(&spec) {
         Ok(c) => c,
-        Err(e) => return failed(format!("cannot start `{}`: {e}", spec.command), None),
+        Err(e) => return failed(format!("cannot start `{}`: {e}", spec.command)),
     };
     let pid = child.id();
     tracing::info!(upstream = %up.name, pid, command = %spec.command, "started stdio upstream");
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return failed("child has no stdio pipes".into(), None);
+        return failed("child has no stdio pipes".into());
     };
-
     let name = up.name.clone();
     tokio::spawn(log_stderr(name.clone(), stderr));
-
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
     let close_stdin = CancellationToken::new();
     tokio::spawn(write_stdin(stdin, out_rx, close_stdin.clone()));
-    let peer = Arc::new(RpcPeer::new(name.clone(), out_tx));
-    let mut reader = tokio::spawn(read_stdout(up.clone(), peer.clone(), stdout));
+    let peer = Arc::new(RpcPeer::new(name, out_tx));
+    let reader = tokio::spawn(read_stdout(up.clone(), peer.clone(), stdout));
+    let mut transport = ChildProcess {
+        child,
+        pid,
+        close_stdin,
+        reader,
+    };
+    connection::run(&up, peer, &mut transport, &shutdown).await
+}
 
-    up.update_status(|s| s.state = State::Initializing);
-    let handshake = super::protocol::handshake(&up, &peer, up.timeouts.startup);
-    tokio::pin!(handshake);
-    let mut initializing = true;
-    let mut ready_since = None;
-    let (ping_failed_tx, mut ping_failed) = tokio::sync::oneshot::channel();
-    let mut ping_failed_tx = Some(ping_failed_tx);
-    let mut ping_armed = true;
-    let mut keepalive = None;
-    let reason = loop {
-        tokio::select! {
-            result = &mut handshake, if initializing => {
-                initializing = false;
-                match result {
-                    Ok(()) => {
-                        ready_since = Some(tokio::time::Instant::now());
-                        if let Some(tx) = ping_failed_tx.take() {
-                            let t = &up.timeouts;
-                            keepalive = Some(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
-                        }
-                        up.became_ready(&peer);
-                    }
-                    Err(super::CallError::Disabled { reason, .. }) => {
-                        up.set_conn(None);
-                        peer.close(&reason);
-                        reader.abort();
-                        stop_child(&mut child, pid, &close_stdin).await;
-                        return Outcome::Disabled { reason };
-                    }
-                    Err(e) => break format!("handshake failed: {e}"),
-                }
-            }
-            status = child.wait() => {
-                break match status {
+/// A running child as a connection's transport.
+struct ChildProcess {
+    child: Child,
+    pid: Option<u32>,
+    close_stdin: CancellationToken,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl connection::Transport for ChildProcess {
+    fn ended(&mut self) -> BoxFuture<'_, Ending> {
+        Box::pin(async move {
+            let reason = tokio::select! {
+                status = self.child.wait() => match status {
                     Ok(s) => format!("process exited ({s})"),
                     Err(e) => format!("waiting for the process failed: {e}"),
-                };
-            }
-            _ = &mut reader => {
-                // EOF on stdout usually means the process is exiting: report how it ended.
-                break match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
-                    Ok(Ok(s)) => format!("process exited ({s})"),
-                    _ => "process closed its stdout".into(),
-                };
-            }
-            result = &mut ping_failed, if ping_armed => {
-                ping_armed = false;
-                if let Ok(reason) = result {
-                    break reason;
+                },
+                _ = &mut self.reader => {
+                    // EOF on stdout usually means the process is exiting: report how it ended.
+                    match tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await {
+                        Ok(Ok(s)) => format!("process exited ({s})"),
+                        _ => "process closed its stdout".into(),
+                    }
                 }
-            }
-            () = up.restart.notified() => {
-                up.set_conn(None);
-                peer.close("the upstream is restarting for another client session");
-                if let Some(k) = keepalive {
-                    k.abort();
-                }
-                reader.abort();
-                stop_child(&mut child, pid, &close_stdin).await;
-                return Outcome::Restart;
-            }
-            () = shutdown.cancelled() => {
-                up.set_conn(None);
-                peer.close("the bridge is shutting down");
-                if let Some(k) = keepalive {
-                    k.abort();
-                }
-                stop_child(&mut child, pid, &close_stdin).await;
-                return Outcome::Shutdown;
-            }
-        }
-    };
-    up.set_conn(None);
-    peer.close(&format!("{reason}; reconnecting"));
-    reader.abort();
-    if let Some(k) = keepalive {
-        k.abort();
+            };
+            Ending::Broken(reason)
+        })
     }
-    stop_child(&mut child, pid, &close_stdin).await;
-    failed(reason, ready_since)
+
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            stop_child(&mut self.child, self.pid, &self.close_stdin).await;
+            self.reader.abort();
+        })
+    }
+
+    fn abort(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.reader.abort();
+            stop_child(&mut self.child, self.pid, &self.close_stdin).await;
+        })
+    }
 }
 
 /// Closes stdin, then SIGTERM, then SIGKILL, each after a grace period; signals reach the whole
