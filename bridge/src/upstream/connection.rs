@@ -134,3 +134,228 @@ pub(crate) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use serde_json::{Value, json};
+    use tokio::sync::{Notify, mpsc};
+
+    use crate::upstream::{NoClients, Timeouts};
+
+    /// A transport the test ends at will, recording how the connection closed it.
+    struct Fake {
+        end: Option<oneshot::Receiver<Ending>>,
+        reported: Option<Ending>,
+        closed: Arc<AtomicBool>,
+        aborted: Arc<AtomicBool>,
+    }
+
+    impl Transport for Fake {
+        fn ended(&mut self) -> BoxFuture<'_, Ending> {
+            Box::pin(async move {
+                match self.end.as_mut() {
+                    Some(rx) => rx
+                        .await
+                        .unwrap_or_else(|_| Ending::Broken("test dropped".into())),
+                    None => std::future::pending().await,
+                }
+            })
+        }
+        fn reported(&mut self) -> Option<Ending> {
+            self.reported.take()
+        }
+        fn close(&mut self) -> BoxFuture<'_, ()> {
+            self.closed.store(true, Ordering::Relaxed);
+            Box::pin(async {})
+        }
+        fn abort(&mut self) -> BoxFuture<'_, ()> {
+            self.aborted.store(true, Ordering::Relaxed);
+            Box::pin(async {})
+        }
+    }
+
+    struct Setup {
+        up: Arc<Upstream>,
+        peer: Arc<RpcPeer>,
+        fake: Fake,
+        end: Option<oneshot::Sender<Ending>>,
+        closed: Arc<AtomicBool>,
+        aborted: Arc<AtomicBool>,
+    }
+
+    /// An upstream whose server answers `initialize` with `init` and lists one tool; pings are
+    /// answered unless `answer_pings` is false.
+    fn setup(init: Value, answer_pings: bool, timeouts: Timeouts) -> Setup {
+        let up = Arc::new(Upstream::new(
+            "fake",
+            "fake",
+            "test",
+            timeouts,
+            Arc::new(Notify::new()),
+            Arc::new(NoClients),
+        ));
+        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let peer = Arc::new(RpcPeer::new("fake".into(), tx));
+        let (u, p) = (up.clone(), peer.clone());
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                let msg: Value = serde_json::from_slice(&line).unwrap();
+                let (Some(id), Some(method)) = (msg.get("id"), msg["method"].as_str()) else {
+                    continue;
+                };
+                let result = match method {
+                    "initialize" => init.clone(),
+                    "tools/list" => {
+                        json!({"tools": [{"name": "t", "inputSchema": {"type": "object"}}]})
+                    }
+                    "ping" if !answer_pings => continue,
+                    _ => json!({}),
+                };
+                crate::upstream::protocol::dispatch(
+                    &u,
+                    &p,
+                    json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                );
+            }
+        });
+        let (end_tx, end_rx) = oneshot::channel();
+        let (closed, aborted) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        Setup {
+            up,
+            peer,
+            fake: Fake {
+                end: Some(end_rx),
+                reported: None,
+                closed: closed.clone(),
+                aborted: aborted.clone(),
+            },
+            end: Some(end_tx),
+            closed,
+            aborted,
+        }
+    }
+
+    fn init() -> Value {
+        json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "fake", "version": "1"}})
+    }
+
+    async fn ready(up: &Upstream) {
+        let mut rx = up.subscribe_status();
+        while rx.borrow_and_update().state != State::Ready {
+            rx.changed().await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_then_the_transport_ends_and_the_connection_fails_with_its_reason() {
+        let mut s = setup(init(), true, Timeouts::default());
+        let stop = CancellationToken::new();
+        let (up, peer) = (s.up.clone(), s.peer.clone());
+        let run = tokio::spawn(async move { run(&up, peer, &mut s.fake, &stop).await });
+        ready(&s.up).await;
+        assert_eq!(s.up.tools().len(), 1, "the handshake listed the tools");
+        assert!(s.up.ready_conn().is_some());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        s.end
+            .take()
+            .unwrap()
+            .send(Ending::Broken("process exited (exit status: 1)".into()))
+            .unwrap();
+        match run.await.unwrap() {
+            Outcome::Failed {
+                reason,
+                was_ready_for,
+            } => {
+                assert!(reason.contains("exited"), "{reason}");
+                assert!(was_ready_for >= Duration::from_secs(3), "{was_ready_for:?}");
+            }
+            _ => panic!("expected Failed"),
+        }
+        assert!(s.aborted.load(Ordering::Relaxed) && !s.closed.load(Ordering::Relaxed));
+        assert!(
+            s.up.ready_conn().is_none(),
+            "calls no longer go to the dead connection"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_and_restart_close_the_transport_in_good_order() {
+        for restart in [false, true] {
+            let mut s = setup(init(), true, Timeouts::default());
+            let stop = CancellationToken::new();
+            let (up, peer, st) = (s.up.clone(), s.peer.clone(), stop.clone());
+            let run = tokio::spawn(async move { run(&up, peer, &mut s.fake, &st).await });
+            ready(&s.up).await;
+            if restart {
+                s.up.restart.notify_one();
+            } else {
+                stop.cancel();
+            }
+            let outcome = run.await.unwrap();
+            assert!(
+                matches!(
+                    (&outcome, restart),
+                    (Outcome::Restart, true) | (Outcome::Shutdown, false)
+                ),
+                "restart = {restart}"
+            );
+            assert!(s.closed.load(Ordering::Relaxed) && !s.aborted.load(Ordering::Relaxed));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_that_is_this_bridge_is_disabled() {
+        let mut init = init();
+        init["_meta"] = json!({ crate::upstream::INSTANCE_META: crate::upstream::instance_id() });
+        let mut s = setup(init, true, Timeouts::default());
+        let stop = CancellationToken::new();
+        match run(&s.up, s.peer.clone(), &mut s.fake, &stop).await {
+            Outcome::Disabled { reason } => assert!(reason.contains("itself"), "{reason}"),
+            _ => panic!("expected Disabled"),
+        }
+        assert!(s.closed.load(Ordering::Relaxed));
+        assert!(s.up.tools().is_empty(), "nothing of it is listed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_ping_fails_a_hung_connection() {
+        let t = Timeouts {
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(2),
+            ..Timeouts::default()
+        };
+        let mut s = setup(init(), false, t);
+        s.fake.end = None;
+        let stop = CancellationToken::new();
+        match run(&s.up, s.peer.clone(), &mut s.fake, &stop).await {
+            Outcome::Failed { reason, .. } => assert!(reason.contains("ping"), "{reason}"),
+            _ => panic!("expected Failed"),
+        }
+        assert!(s.aborted.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_handshake_is_explained_by_what_the_transport_reported() {
+        // The server's initialize answer is unusable; the transport already knows why (no login).
+        let t = Timeouts {
+            startup: Duration::from_secs(1),
+            ..Timeouts::default()
+        };
+        let mut s = setup(json!(null), true, t);
+        s.fake.end = None;
+        s.fake.reported = Some(Ending::NeedsLogin("no login for fake".into()));
+        let stop = CancellationToken::new();
+        match run(&s.up, s.peer.clone(), &mut s.fake, &stop).await {
+            Outcome::NeedsLogin { reason } => assert_eq!(reason, "no login for fake"),
+            _ => panic!("expected NeedsLogin"),
+        }
+    }
+}
