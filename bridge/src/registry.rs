@@ -24,12 +24,7 @@ use crate::upstream::{CallError, Downstream, Lists, RequestContext, State, Timeo
 
 /// Whether `up` is in its first handshake with nothing to show yet.
 fn first_start(up: &Upstream) -> bool {
-    let s = up.status();
-    s.connects == 0
-        && s.failures == 0
-        && matches!(s.state, State::Connecting | State::Initializing)
-        && !up.has_live_lists()
-        && up.lists().tools.is_empty()
+    up.in_first_start()
 }
 
 /// The agent socket of this installation (`$MCP_CRED_AGENT_SOCKET` or `<config dir>/agent.sock`).

@@ -442,6 +442,21 @@ impl Upstream {
             .is_some_and(|c| !c.is_null())
     }
 
+    /// In its first handshake with nothing to show yet (no cached list, never connected or
+    /// failed). Cheap: every list request asks (no clone of the status).
+    pub fn in_first_start(&self) -> bool {
+        {
+            let s = self.status.borrow();
+            if s.connects != 0
+                || s.failures != 0
+                || !matches!(s.state, State::Connecting | State::Initializing)
+            {
+                return false;
+            }
+        }
+        !self.has_live_lists() && self.lists.borrow().tools.is_empty()
+    }
+
     pub fn has_live_lists(&self) -> bool {
         self.live.load(Ordering::Relaxed)
     }
