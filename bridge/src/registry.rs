@@ -22,11 +22,6 @@ use crate::upstream::http;
 use crate::upstream::stdio::{self, StdioSpec};
 use crate::upstream::{CallError, Downstream, Lists, RequestContext, State, Timeouts, Upstream};
 
-/// Whether `up` is in its first handshake with nothing to show yet.
-fn first_start(up: &Upstream) -> bool {
-    up.in_first_start()
-}
-
 /// The agent socket of this installation (`$MCP_CRED_AGENT_SOCKET` or `<config dir>/agent.sock`).
 pub fn agent_socket(config: &Config) -> std::path::PathBuf {
     config.agent_socket().unwrap_or_else(|e| {
@@ -278,7 +273,7 @@ impl Registry {
         let starting: Vec<Arc<Upstream>> = self
             .upstreams()
             .into_iter()
-            .filter(|u| first_start(u))
+            .filter(|u| u.in_first_start())
             .collect();
         if starting.is_empty() {
             return;
@@ -286,7 +281,7 @@ impl Registry {
         let _ = tokio::time::timeout(limit, async {
             for up in starting {
                 let mut rx = up.subscribe_status();
-                while first_start(&up) {
+                while up.in_first_start() {
                     if rx.changed().await.is_err() {
                         break;
                     }

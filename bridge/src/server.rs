@@ -574,23 +574,6 @@ async fn dispatch(
             }
             Ok(Reply::Value(json!({})))
         }
-        "resources/unsubscribe"
-            if params
-                .as_ref()
-                .and_then(|p| p.get("uri"))
-                .and_then(Value::as_str)
-                .is_some_and(|uri| bridge.sessions.others_subscribed(uri, &session.id)) =>
-        {
-            // Another client still wants updates of this resource: unsubscribe only this one.
-            if let Some(uri) = params
-                .as_ref()
-                .and_then(|p| p.get("uri"))
-                .and_then(Value::as_str)
-            {
-                session.unsubscribe(uri);
-            }
-            Ok(Reply::Value(json!({})))
-        }
         "tools/call"
         | "prompts/get"
         | "resources/read"
@@ -604,6 +587,14 @@ async fn dispatch(
                 ));
             };
             let uri = params.get("uri").and_then(Value::as_str).map(str::to_owned);
+            if method == "resources/unsubscribe"
+                && let Some(uri) = &uri
+                && bridge.sessions.others_subscribed(uri, &session.id)
+            {
+                // Another client still wants updates of this resource: only this one leaves.
+                session.unsubscribe(uri);
+                return Ok(Reply::Value(json!({})));
+            }
             let result = bridge.registry.forward(method, params, Some(ctx)).await?;
             match (method, uri) {
                 ("resources/subscribe", Some(uri)) => session.subscribe(&uri),

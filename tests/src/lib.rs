@@ -918,7 +918,7 @@ pub struct ThirdParty {
 
 impl ThirdParty {
     /// Installs (once per process; the script itself is idempotent and locked) and returns the
-    /// installation. An install that fails fails the test: the suite never passes by skipping.
+    /// installation. An install that fails fails the calling test, with the script's error.
     pub fn get() -> &'static ThirdParty {
         static ONCE: std::sync::OnceLock<ThirdParty> = std::sync::OnceLock::new();
         ONCE.get_or_init(|| {

@@ -7,27 +7,21 @@ use std::time::{Duration, Instant};
 use mcp_bridge_tests::*;
 use serde_json::{Value, json};
 
-/// Calls a tool on a streamed POST, answering every `roots/list` the bridge relays meanwhile
-/// with `roots`.
-async fn call_answering_roots(c: &Client, tool: &str, args: Value, roots: &[String]) -> Value {
-    let id = json!(format!("call-{}", fastrand_id()));
-    let mut r = c
-        .post_stream(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
-        .await;
-    while let Some(m) = r.next().await {
-        if m["method"] == "roots/list" {
-            c.answer(&m, roots_result(roots)).await;
-        } else if m.get("id") == Some(&id) && m.get("method").is_none() {
-            return m;
-        }
-    }
-    panic!("no answer to {tool}");
-}
-
-fn fastrand_id() -> u64 {
+/// A unique request id for the calls of these tests.
+fn next_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Calls a tool, answering every `roots/list` the bridge relays meanwhile with `roots`.
+async fn call_answering_roots(c: &Client, tool: &str, args: Value, roots: &[String]) -> Value {
+    call_answering(c, tool, args, |m| {
+        assert_eq!(m["method"], "roots/list", "{m}");
+        roots_result(roots)
+    })
+    .await
+    .0
 }
 
 fn roots_result(roots: &[String]) -> Value {
@@ -45,10 +39,6 @@ async fn answer_roots_on_get_stream(c: Client, roots: Vec<String>) -> tokio::tas
             }
         }
     })
-}
-
-fn allowed_dirs(resp: &Value) -> String {
-    text_of(resp)
 }
 
 #[tokio::test]
@@ -143,9 +133,7 @@ async fn roots_of_one_client_never_reach_another() {
                 &roots_x,
             )
             .await;
-            allowed_dirs(&r)
-                .contains(&other)
-                .then_some(allowed_dirs(&r))
+            text_of(&r).contains(&other).then_some(text_of(&r))
         },
     )
     .await;
@@ -157,7 +145,7 @@ async fn roots_of_one_client_never_reach_another() {
     let r = y
         .call_tool("fs_client__list_allowed_directories", json!({}))
         .await;
-    let text = allowed_dirs(&r);
+    let text = text_of(&r);
     assert!(
         text.contains(&own) && !text.contains(&other),
         "Y sees X's roots: {text}"
@@ -167,7 +155,7 @@ async fn roots_of_one_client_never_reach_another() {
     for (who, c) in [("X", &x), ("Y", &y)] {
         let r =
             call_answering_roots(c, "fs_none__list_allowed_directories", json!({}), &roots_x).await;
-        let text = allowed_dirs(&r);
+        let text = text_of(&r);
         assert!(
             text.contains(&own) && !text.contains(&other),
             "{who} on fs_none: {text}"
@@ -181,9 +169,7 @@ async fn roots_of_one_client_never_reach_another() {
             let r = y
                 .call_tool("fs_fixed__list_allowed_directories", json!({}))
                 .await;
-            allowed_dirs(&r)
-                .contains(&fixed)
-                .then_some(allowed_dirs(&r))
+            text_of(&r).contains(&fixed).then_some(text_of(&r))
         },
     )
     .await;
@@ -195,7 +181,7 @@ async fn roots_of_one_client_never_reach_another() {
         &roots_x,
     )
     .await;
-    assert!(allowed_dirs(&r).contains(&fixed) && !allowed_dirs(&r).contains(&other));
+    assert!(text_of(&r).contains(&fixed) && !text_of(&r).contains(&other));
     answering.abort();
 }
 
@@ -885,7 +871,7 @@ async fn call_answering(
     args: Value,
     answer: impl Fn(&Value) -> Value,
 ) -> (Value, Vec<String>) {
-    let id = json!(format!("call-{}", fastrand_id()));
+    let id = json!(format!("call-{}", next_id()));
     let mut r = c
         .post_stream(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
         .await;

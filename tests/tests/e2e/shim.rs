@@ -278,7 +278,7 @@ async fn sampling_reaches_the_stdio_client_and_the_answer_goes_back() {
 
 #[tokio::test]
 async fn the_official_typescript_sdk_client_works_through_the_shim() {
-    // Installs Node 22 and the pinned SDK on first use: this test never passes by skipping.
+    // Node 22 and the pinned SDK are installed on first use (an install failure fails here).
     let tp = ThirdParty::get();
     let root = tp.root.clone();
     let node = tp.node();
