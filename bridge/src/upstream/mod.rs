@@ -373,35 +373,27 @@ impl Upstream {
     /// previous client's roots opened stays open for it. While the previous client still has
     /// requests in flight here, the new one is refused.
     async fn lease_for(&self, session: &Arc<dyn ClientSession>) -> Result<(), CallError> {
-        let (switched, fresh) = {
+        // Whether nobody held the lease before (so no client's roots were ever given).
+        let first = {
             let mut lease = self.lease.lock();
-            let holder = lease.as_ref().and_then(std::sync::Weak::upgrade);
-            match holder {
-                Some(h) if h.id() == session.id() => return Ok(()),
-                Some(h) => {
-                    if self.conn().is_some_and(|c| c.serves_session(h.id())) {
-                        return Err(CallError::Unavailable {
-                            upstream: self.name.to_string(),
-                            reason: "it serves one client session at a time (roots = \"client\") and another session's request is in flight; try again when it is answered".into(),
-                        });
-                    }
-                    *lease = Some(Arc::downgrade(session));
-                    (true, false)
+            if let Some(h) = lease.as_ref().and_then(std::sync::Weak::upgrade) {
+                if h.id() == session.id() {
+                    return Ok(());
                 }
-                None => {
-                    let had_holder = lease.is_some();
-                    *lease = Some(Arc::downgrade(session));
-                    (had_holder, !had_holder)
+                if self.conn().is_some_and(|c| c.serves_session(h.id())) {
+                    return Err(CallError::Unavailable {
+                        upstream: self.name.to_string(),
+                        reason: "it serves one client session at a time (roots = \"client\") and another session's request is in flight; try again when it is answered".into(),
+                    });
                 }
             }
+            lease.replace(Arc::downgrade(session)).is_none()
         };
-        if fresh {
+        if first {
             if let Some(c) = self.conn() {
                 c.notify("notifications/roots/list_changed", None);
             }
-            return Ok(());
-        }
-        if switched {
+        } else {
             tracing::info!(upstream = %self.name, session = %&session.id()[..8], "another client session takes this roots = \"client\" upstream; restarting it");
             self.set_conn(None);
             self.restart.notify_one();
