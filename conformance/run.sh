@@ -37,8 +37,30 @@ set +e
 rc=${PIPESTATUS[0]}
 set -e
 total=$(grep -E '^Total: ' "$work/out.txt" | tail -1)
-echo "conformance (server scenarios through the bridge): ${total#Total: }"
+echo "conformance $suite_version (2025 server scenarios through the bridge): ${total#Total: }"
+
+# The 2026-07-28 requirement set, same bridge, same 2025-only upstream: every stateless request
+# is translated (input_required rounds for the upstream's server→client requests).
+conf26="$tools/conf-2026/node_modules/.bin/conformance"
+echo "conformance $("$conf26" --version) (2026-07-28 required server scenarios through the bridge)"
+set +e
+(cd "$work" && "$conf26" server --url "$url" --requirements 2026-07-28 --expected-failures "$root/conformance/expected-failures-2026.yml") > "$work/out26.txt" 2>&1
+rc26=$?
+set -e
+# Score the required scenarios the way the requirement set does: scenarios, not checks.
+"$conf26" list --requirements 2026-07-28 | sed -n '/^Server scenarios/,/^$/p' | sed -n 's/^  - //p' > "$work/required26.txt"
+pass26=0; fail26=0
+while read -r name; do
+  line=$(grep -E "^(✓|✗) $name: " "$work/out26.txt" | head -1)
+  case "$line" in
+    ✓*) pass26=$((pass26 + 1)) ;;
+    *) fail26=$((fail26 + 1)); echo "  failed: ${line:-$name (not run)}" ;;
+  esac
+done < "$work/required26.txt"
+echo "conformance (2026-07-28 required server scenarios through the bridge): $pass26 passed, $fail26 failed of $((pass26 + fail26))"
+[ "$rc" -ne 0 ] || rc=$rc26
 if [ "$rc" -ne 0 ]; then
+  tail -40 "$work/out26.txt"
   echo "--- bridge log (tail)"; tail -50 "$work/bridge.log"
 fi
 exit "$rc"

@@ -243,6 +243,16 @@ impl Catalog {
     }
 
     /// Which list notifications a change from `self` to `next` calls for.
+    /// The pre-serialised result of a list request.
+    pub fn raw(&self, kind: ListKind) -> &RawValue {
+        match kind {
+            ListKind::Tools => &self.tools_result,
+            ListKind::Resources => &self.resources_result,
+            ListKind::Templates => &self.templates_result,
+            ListKind::Prompts => &self.prompts_result,
+        }
+    }
+
     pub fn changes(&self, next: &Catalog) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.tools_result.get() != next.tools_result.get() {

@@ -20,6 +20,11 @@ pub trait ClientSession: Send + Sync {
     fn origin(&self) -> Option<&str>;
     /// Whether the client declared `capability` in `initialize`.
     fn has_capability(&self, capability: &str) -> bool;
+    /// A 2026-07-28 client of one request: a server→client request during its call goes to it
+    /// whatever it declared (it answers a missing capability itself), never to another client.
+    fn stateless(&self) -> bool {
+        false
+    }
     /// Whether a log message at `level` goes to this client.
     fn wants_log(&self, level: &str) -> bool;
     /// Queues a message for the session's GET stream.

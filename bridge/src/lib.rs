@@ -15,6 +15,7 @@ pub mod guard;
 pub mod import;
 pub mod jsonrpc;
 pub mod mcp_session;
+pub mod modern;
 pub mod naming;
 pub mod registry;
 pub mod server;
@@ -94,6 +95,8 @@ pub async fn serve(
         first_list_wait: Duration::from_secs_f64(
             config.server.first_list_wait_secs.clamp(0.0, 600.0),
         ),
+        mrtr: Default::default(),
+        list_events: tokio::sync::broadcast::channel(64).0,
     });
     tokio::spawn(server::forward_list_changes(bridge.clone()));
     let idle = Duration::from_secs(config.server.session_idle_secs.max(1));

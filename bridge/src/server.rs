@@ -1,6 +1,6 @@
 //! The Streamable HTTP endpoint (MCP 2025-11-25, negotiating down to 2024-11-05): POST for
 //! client messages, GET for the server-initiated SSE stream, DELETE to end a session; plus
-//! `/healthz` and `/status`.
+//! `/healthz` and `/status`. Stateless MCP 2026-07-28 POSTs on the same path go to `modern.rs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,6 +41,10 @@ pub struct Bridge {
     pub streams: std::sync::atomic::AtomicU64,
     /// How long a list waits for upstreams in their first handshake (`first_list_wait_secs`).
     pub first_list_wait: Duration,
+    /// Calls of 2026-07-28 clients waiting for their `inputResponses`.
+    pub mrtr: crate::modern::Mrtr,
+    /// The list changes broadcast to sessions, for `subscriptions/listen` streams too.
+    pub list_events: tokio::sync::broadcast::Sender<&'static str>,
 }
 
 /// How much of a request body is read, and for how long.
@@ -164,6 +168,8 @@ pub async fn forward_list_changes(bridge: Arc<Bridge>) {
             for s in bridge.sessions.all() {
                 s.push(&note);
             }
+            // No receiver (no listen stream open) is not an error.
+            let _ = bridge.list_events.send(method);
         }
         previous = next;
     }
@@ -178,7 +184,7 @@ fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Respon
 }
 
 /// Whether an `Accept` header admits `mime` (absent = anything).
-fn accepts(headers: &HeaderMap, mime: &str) -> bool {
+pub(crate) fn accepts(headers: &HeaderMap, mime: &str) -> bool {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -194,7 +200,7 @@ fn accepts(headers: &HeaderMap, mime: &str) -> bool {
     })
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -246,12 +252,7 @@ fn response_body(id: &Value, result: Result<Reply, RpcError>) -> String {
             id,
             result: v,
         }),
-        Ok(Reply::List(c, kind)) => envelope(match kind {
-            ListKind::Tools => &c.tools_result,
-            ListKind::Resources => &c.resources_result,
-            ListKind::Templates => &c.templates_result,
-            ListKind::Prompts => &c.prompts_result,
-        }),
+        Ok(Reply::List(c, kind)) => envelope(c.raw(kind)),
         Err(e) => serde_json::to_string(&jsonrpc::response(id, Err(e))),
     }
     .unwrap_or_default()
@@ -312,6 +313,9 @@ async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: B
             return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, e.code, &e.message);
         }
     };
+    if crate::modern::is_modern(&headers, &msg) {
+        return crate::modern::handle(bridge, headers, msg).await;
+    }
     let kind = jsonrpc::classify(&msg);
     if let Kind::Request {
         id,
@@ -610,7 +614,28 @@ async fn dispatch(
     }
 }
 
+/// GET and DELETE belong to 2025 sessions; 2026-07-28 traffic (no session, a version the 2025
+/// era does not have) is told they are not allowed.
+fn modern_only_method(headers: &HeaderMap) -> Option<Response> {
+    let version = header_str(headers, VERSION_HEADER)?;
+    if headers.contains_key(SESSION_HEADER) || SUPPORTED_VERSIONS.contains(&version.trim()) {
+        return None;
+    }
+    let mut resp = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &Value::Null,
+        jsonrpc::INVALID_REQUEST,
+        "Method Not Allowed: MCP 2026-07-28 uses POST only (subscriptions/listen replaces the GET stream)",
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    Some(resp)
+}
+
 async fn mcp_get(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = modern_only_method(&headers) {
+        return resp;
+    }
     if !accepts(&headers, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -661,6 +686,9 @@ async fn mcp_get(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Respo
 }
 
 async fn mcp_delete(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = modern_only_method(&headers) {
+        return resp;
+    }
     let session = match session_of(&bridge, &headers) {
         Ok(s) => s,
         Err(resp) => return resp,

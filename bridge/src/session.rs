@@ -426,21 +426,22 @@ impl Downstream for Sessions {
         // it, but only while all such sessions share one origin: a guess never hands one
         // site's request to another site's client.
         let mut ambiguous = false;
-        let target = match ctx.filter(|c| c.session.has_capability(capability)) {
-            Some(ctx) => Some((ctx.session.clone(), Some(ctx))),
-            None => {
-                let able: Vec<Arc<Session>> = self
-                    .all()
-                    .into_iter()
-                    .filter(|s| s.has_capability(capability) && s.has_open_stream())
-                    .collect();
-                ambiguous = able.iter().any(|s| s.origin != able[0].origin);
-                able.into_iter()
-                    .max_by_key(|s| s.created)
-                    .filter(|_| !ambiguous)
-                    .map(|s| (s as Arc<dyn ClientSession>, None))
-            }
-        };
+        let target =
+            match ctx.filter(|c| c.session.has_capability(capability) || c.session.stateless()) {
+                Some(ctx) => Some((ctx.session.clone(), Some(ctx))),
+                None => {
+                    let able: Vec<Arc<Session>> = self
+                        .all()
+                        .into_iter()
+                        .filter(|s| s.has_capability(capability) && s.has_open_stream())
+                        .collect();
+                    ambiguous = able.iter().any(|s| s.origin != able[0].origin);
+                    able.into_iter()
+                        .max_by_key(|s| s.created)
+                        .filter(|_| !ambiguous)
+                        .map(|s| (s as Arc<dyn ClientSession>, None))
+                }
+            };
         Box::pin(async move {
             if ambiguous {
                 return Err(RpcError::new(

@@ -258,7 +258,9 @@ impl RpcPeer {
             .pending
             .iter()
             .filter_map(|(id, p)| Some((*id, p.ctx.as_ref()?)))
-            .filter(|(_, c)| capability.is_none_or(|cap| c.session.has_capability(cap)))
+            .filter(|(_, c)| {
+                capability.is_none_or(|cap| c.session.has_capability(cap) || c.session.stateless())
+            })
             .collect();
         let Some((_, first)) = all.first() else {
             return Guess::None;

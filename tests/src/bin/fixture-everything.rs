@@ -5,10 +5,16 @@
 //!
 //! Every request is handled on its own thread, so a tool waiting for the client's answer to
 //! `sampling/createMessage` or `elicitation/create` does not block other requests.
+//!
+//! It speaks only the 2025 era. The tools the suite's 2026-07-28 scenarios call
+//! (`test_input_required_result_*`, `test_missing_capability`, the list-change triggers) are
+//! written the 2025 way: they send real server→client requests and list_changed notifications,
+//! which the bridge translates for 2026-07-28 clients (`input_required` rounds, -32021,
+//! `subscriptions/listen`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +41,9 @@ struct Server {
     waiting: Mutex<HashMap<String, mpsc::Sender<Answer>>>,
     next: AtomicU64,
     level: Mutex<usize>,
+    /// Toggled by `test_trigger_tool_change` / `test_trigger_prompt_change`: one more item.
+    extra_tool: AtomicBool,
+    extra_prompt: AtomicBool,
 }
 
 impl Server {
@@ -81,7 +90,78 @@ fn empty() -> Value {
     json!({"type": "object", "properties": {}})
 }
 
-fn tools() -> Value {
+fn tools(s: &Server) -> Value {
+    let mut list = base_tools();
+    if let Some(l) = list.as_array_mut() {
+        l.extend(input_tools());
+        if s.extra_tool.load(Ordering::Relaxed) {
+            l.push(tool(
+                "test_dynamic_tool",
+                "Appears and disappears with test_trigger_tool_change",
+                empty(),
+            ));
+        }
+    }
+    list
+}
+
+/// The tools of the 2026-07-28 scenarios, each written the 2025 way.
+fn input_tools() -> Vec<Value> {
+    let plain = |name: &str, description: &str| tool(name, description, empty());
+    vec![
+        plain(
+            "test_missing_capability",
+            "Asks the client for sampling (a client without the capability gets -32021 from the bridge)",
+        ),
+        plain(
+            "test_streaming_elicitation",
+            "Asks the client for input while its call is open",
+        ),
+        plain("test_logging_tool", "Sends a log message, then answers"),
+        plain(
+            "test_trigger_tool_change",
+            "Adds or removes test_dynamic_tool and says the tool list changed",
+        ),
+        plain(
+            "test_trigger_prompt_change",
+            "Adds or removes test_dynamic_prompt and says the prompt list changed",
+        ),
+        plain(
+            "test_input_required_result_elicitation",
+            "Asks the user's name by elicitation",
+        ),
+        plain(
+            "test_input_required_result_sampling",
+            "Asks the client's model a question by sampling",
+        ),
+        plain(
+            "test_input_required_result_list_roots",
+            "Asks the client for its roots",
+        ),
+        plain(
+            "test_input_required_result_request_state",
+            "Asks for a confirmation by elicitation",
+        ),
+        plain(
+            "test_input_required_result_multiple_inputs",
+            "Asks for elicitation, sampling and roots at once",
+        ),
+        plain(
+            "test_input_required_result_multi_round",
+            "Asks by elicitation twice, one after the other",
+        ),
+        plain(
+            "test_input_required_result_tampered_state",
+            "Asks for a confirmation by elicitation",
+        ),
+        plain(
+            "test_input_required_result_capabilities",
+            "Asks the client's model by sampling",
+        ),
+    ]
+}
+
+fn base_tools() -> Value {
     json!([
         tool(
             "test_simple_text",
@@ -260,8 +340,110 @@ fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
         "json_schema_2020_12_tool" => content(vec![text(format!(
             "JSON Schema 2020-12 tool called with: {args}"
         ))]),
+        "test_missing_capability"
+        | "test_input_required_result_sampling"
+        | "test_input_required_result_capabilities" => {
+            let r = sample(s, "What is the capital of France?")?;
+            content(vec![text(format!("Sampling result: {r}"))])
+        }
+        "test_streaming_elicitation" | "test_input_required_result_elicitation" => {
+            let r = ask_field(s, "What is your name?", "name")?;
+            content(vec![text(format!("Hello, {r}!"))])
+        }
+        "test_logging_tool" => {
+            s.log("info", "test_logging_tool ran");
+            content(vec![text("logged")])
+        }
+        "test_trigger_tool_change" => {
+            s.extra_tool.fetch_xor(true, Ordering::Relaxed);
+            s.notify("notifications/tools/list_changed", json!({}));
+            content(vec![text("tool list changed")])
+        }
+        "test_trigger_prompt_change" => {
+            s.extra_prompt.fetch_xor(true, Ordering::Relaxed);
+            s.notify("notifications/prompts/list_changed", json!({}));
+            content(vec![text("prompt list changed")])
+        }
+        "test_dynamic_tool" => content(vec![text("dynamic")]),
+        "test_input_required_result_list_roots" => {
+            let roots = s.ask("roots/list", json!({})).map_err(asked)?;
+            content(vec![text(format!("roots: {}", roots["roots"]))])
+        }
+        "test_input_required_result_request_state"
+        | "test_input_required_result_tampered_state" => {
+            let r = s.ask("elicitation/create", json!({"message": "Please confirm", "requestedSchema": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}})).map_err(asked)?;
+            let ok = r.pointer("/content/ok").and_then(Value::as_bool) == Some(true);
+            content(vec![text(if ok {
+                "state-ok: confirmed"
+            } else {
+                "not confirmed"
+            })])
+        }
+        "test_input_required_result_multi_round" => {
+            let name = ask_field(s, "What is your name?", "name")?;
+            let color = ask_field(s, "What is your favourite color?", "color")?;
+            content(vec![text(format!("{name} likes {color}"))])
+        }
+        "test_input_required_result_multiple_inputs" => {
+            // All three at once, each on its own thread, as a server with three questions would.
+            let s2: &Server = s;
+            let (name, greeting, roots) = std::thread::scope(|scope| {
+                let name = scope.spawn(|| ask_field(s2, "What is your name?", "name"));
+                let greeting = scope.spawn(|| sample(s2, "Say hello"));
+                let roots = scope.spawn(|| s2.ask("roots/list", json!({})).map_err(asked));
+                (name.join(), greeting.join(), roots.join())
+            });
+            let joined = |r: std::thread::Result<Result<String, (i64, String)>>| {
+                r.unwrap_or_else(|_| Err((-32603, "panicked".into())))
+            };
+            let name = joined(name)?;
+            let greeting = joined(greeting)?;
+            let roots = roots.unwrap_or_else(|_| Err((-32603, "panicked".into())))?;
+            content(vec![text(format!(
+                "{name} / {greeting} / {}",
+                roots["roots"]
+            ))])
+        }
         other => Err((-32602, format!("Unknown tool: {other}"))),
     }
+}
+
+fn asked(e: Value) -> (i64, String) {
+    (
+        e["code"].as_i64().unwrap_or(-32603),
+        e["message"]
+            .as_str()
+            .unwrap_or("the client refused")
+            .to_owned(),
+    )
+}
+
+/// Asks the client for one string field by elicitation.
+fn ask_field(s: &Server, message: &str, field: &str) -> Result<String, (i64, String)> {
+    let r = s
+        .ask(
+            "elicitation/create",
+            json!({"message": message, "requestedSchema": {"type": "object", "properties": {field: {"type": "string"}}, "required": [field]}}),
+        )
+        .map_err(asked)?;
+    Ok(r.pointer(&format!("/content/{field}"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_owned())
+}
+
+/// Asks the client's model by sampling; the text it answered.
+fn sample(s: &Server, question: &str) -> Result<String, (i64, String)> {
+    let r = s
+        .ask(
+            "sampling/createMessage",
+            json!({"messages": [{"role": "user", "content": {"type": "text", "text": question}}], "maxTokens": 50}),
+        )
+        .map_err(asked)?;
+    Ok(r.pointer("/content/text")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned())
 }
 
 fn elicit(s: &Server, message: String, schema: Value, label: &str) -> Result<Value, (i64, String)> {
@@ -310,7 +492,18 @@ fn read_resource(uri: &str) -> Result<Value, (i64, String)> {
     }
 }
 
-fn prompts() -> Value {
+fn prompts(s: &Server) -> Value {
+    let mut list = base_prompts();
+    if let Some(l) = list.as_array_mut() {
+        l.push(json!({"name": "test_input_required_result_prompt", "description": "Asks the user for context by elicitation while the prompt is built"}));
+        if s.extra_prompt.load(Ordering::Relaxed) {
+            l.push(json!({"name": "test_dynamic_prompt", "description": "Appears and disappears with test_trigger_prompt_change"}));
+        }
+    }
+    list
+}
+
+fn base_prompts() -> Value {
     json!([
         {"name": "test_simple_prompt", "title": "Simple Test Prompt", "description": "A simple prompt without arguments"},
         {"name": "test_prompt_with_arguments", "title": "Prompt With Arguments", "description": "A prompt with required arguments",
@@ -321,7 +514,7 @@ fn prompts() -> Value {
     ])
 }
 
-fn get_prompt(params: &Value) -> Result<Value, (i64, String)> {
+fn get_prompt(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
     let args = params.get("arguments").cloned().unwrap_or(json!({}));
     let user = |content: Value| json!({"role": "user", "content": content});
     let messages = match params["name"].as_str().unwrap_or("") {
@@ -341,6 +534,11 @@ fn get_prompt(params: &Value) -> Result<Value, (i64, String)> {
             user(json!({"type": "image", "data": PNG_B64, "mimeType": "image/png"})),
             user(text("Please analyze the image above.")),
         ],
+        "test_input_required_result_prompt" => {
+            let context = ask_field(s, "What context should the prompt use?", "context")?;
+            vec![user(text(format!("Prompt with context: {context}")))]
+        }
+        "test_dynamic_prompt" => vec![user(text("dynamic"))],
         other => return Err((-32602, format!("Unknown prompt: {other}"))),
     };
     Ok(json!({"messages": messages}))
@@ -369,15 +567,15 @@ fn handle(s: &Server, method: &str, params: &Value) -> Result<Value, (i64, Strin
             s.log(level, &format!("Log level set to: {level}"));
             Ok(json!({}))
         }
-        "tools/list" => Ok(json!({"tools": tools()})),
+        "tools/list" => Ok(json!({"tools": tools(s)})),
         "tools/call" => call_tool(s, params),
         "resources/list" => Ok(json!({"resources": resources()})),
         "resources/templates/list" => Ok(
             json!({"resourceTemplates": [{"uriTemplate": "test://template/{id}/data", "name": "template", "title": "Resource Template", "description": "A resource template with parameter substitution", "mimeType": "application/json"}]}),
         ),
         "resources/read" => read_resource(params["uri"].as_str().unwrap_or("")),
-        "prompts/list" => Ok(json!({"prompts": prompts()})),
-        "prompts/get" => get_prompt(params),
+        "prompts/list" => Ok(json!({"prompts": prompts(s)})),
+        "prompts/get" => get_prompt(s, params),
         "completion/complete" => {
             Ok(json!({"completion": {"values": [], "total": 0, "hasMore": false}}))
         }
@@ -391,6 +589,8 @@ fn main() {
         waiting: Mutex::new(HashMap::new()),
         next: AtomicU64::new(1),
         level: Mutex::new(0),
+        extra_tool: AtomicBool::new(false),
+        extra_prompt: AtomicBool::new(false),
     });
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
