@@ -143,6 +143,51 @@ impl StreamableClient {
         ))
     }
 
+    /// POSTs one MCP 2026-07-28 message: no session, the headers its `_meta` and method call
+    /// for. Error answers (400, 404) carry JSON-RPC errors and are relayed as messages.
+    pub async fn post_stateless(&self, msg: &Value) -> Result<Posted, ClientError> {
+        let mut req = self.http.post(&self.url);
+        if let Some(t) = &self.bearer {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in crate::modern::request_headers(msg) {
+            req = req.header(k, v);
+        }
+        let resp = req
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(msg.to_string())
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if content_type.starts_with("text/event-stream") && resp.status().is_success() {
+            return Ok(Posted::Messages(messages(resp).boxed()));
+        }
+        if resp.status() == StatusCode::ACCEPTED {
+            return Ok(Posted::Accepted);
+        }
+        if !content_type.starts_with("application/json") {
+            return Err(Self::check(resp)
+                .await
+                .err()
+                .unwrap_or(ClientError::Protocol(
+                    "an answer that is neither JSON nor an event stream".into(),
+                )));
+        }
+        let body = resp.bytes().await.map_err(|e| self.connect_error(e))?;
+        let v: Value =
+            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Posted::Messages(
+            futures_util::stream::iter([Ok(v)]).boxed(),
+        ))
+    }
+
     /// Records the negotiated version from an `initialize` answer that came as SSE.
     pub fn note_initialized(&self, result: &Value) {
         self.session.learn_version(result);

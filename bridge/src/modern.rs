@@ -118,6 +118,52 @@ fn decoded(v: &str) -> Option<String> {
     }
 }
 
+/// A header value as a 2026-07-28 client sends it: as is when it is plain visible ASCII, else
+/// in the `=?base64?…?=` form.
+pub fn encode_header(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ')
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && !v.starts_with("=?");
+    if plain {
+        v.to_owned()
+    } else {
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(v)
+        )
+    }
+}
+
+/// The headers a 2026-07-28 POST of `msg` carries: the version of its `_meta`, the method,
+/// and the name of what `tools/call`, `prompts/get` and `resources/read` address.
+pub fn request_headers(msg: &Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let version = msg
+        .pointer("/params/_meta")
+        .and_then(|m| m.get(META_VERSION))
+        .and_then(Value::as_str)
+        .unwrap_or(VERSION);
+    out.push(("mcp-protocol-version", version.to_owned()));
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+    if !method.is_empty() {
+        out.push(("mcp-method", encode_header(method)));
+    }
+    let field = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(name) = field
+        .and_then(|f| msg.pointer(&format!("/params/{f}")))
+        .and_then(Value::as_str)
+    {
+        out.push(("mcp-name", encode_header(name)));
+    }
+    out
+}
+
 fn error(
     status: StatusCode,
     id: &Value,
@@ -1146,6 +1192,19 @@ mod tests {
             r#"{"tools":[],"a":1}"#
         );
         assert_eq!(extend_object("{}", r#""a":1"#), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn header_values_round_trip() {
+        for v in ["tools/call", "héllo wörld", " padded ", "=?base64?x?="] {
+            assert_eq!(decoded(&encode_header(v)).as_deref(), Some(v));
+        }
+        let h = request_headers(
+            &json!({"method": "tools/call", "params": {"name": "ünï", "_meta": {META_VERSION: VERSION}}}),
+        );
+        assert_eq!(h[0], ("mcp-protocol-version", VERSION.to_owned()));
+        assert_eq!(h[1], ("mcp-method", "tools/call".to_owned()));
+        assert_eq!(decoded(&h[2].1).as_deref(), Some("ünï"));
     }
 
     #[test]

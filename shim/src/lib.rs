@@ -8,6 +8,11 @@
 //! the client's original `initialize` params, and resends the requests that were in flight if
 //! they are safe to repeat (list and read methods, tools annotated read-only or idempotent);
 //! others get a JSON-RPC error saying the bridge restarted.
+//!
+//! Both protocol eras pass: a 2026-07-28 client (no `initialize`; `server/discover` and
+//! requests carrying their version in `_meta`) has each request POSTed on its own, with the
+//! 2026 headers and no session, and a stdio `notifications/cancelled` for one of them closes
+//! its HTTP exchange, which is how 2026-07-28 cancels over HTTP.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -96,6 +101,16 @@ struct Shim {
     /// Tool name → safe to repeat, learnt from the `tools/list` answers passing through.
     safe_tools: Mutex<HashMap<String, bool>>,
     stream: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// 2026-07-28 requests in flight, by JSON-serialised id: aborting one closes its exchange.
+    stateless: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+}
+
+/// Whether a stdio message is 2026-07-28 traffic: a version in `_meta`, or the discovery probe.
+fn is_stateless(msg: &Value) -> bool {
+    msg.pointer("/params/_meta")
+        .and_then(|m| m.get(mcp_bridge::modern::META_VERSION))
+        .is_some()
+        || msg.get("method").and_then(Value::as_str) == Some("server/discover")
 }
 
 enum Lost {
@@ -280,6 +295,73 @@ impl Shim {
         }
     }
 
+    /// Forwards one 2026-07-28 request. Nothing is tied to a session, so a bridge that is not
+    /// up yet is waited for and the request sent when it is; one lost in flight is repeated
+    /// only if safe.
+    async fn forward_stateless(self: &Arc<Self>, msg: Value) {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let mut delay = Duration::from_millis(100);
+        let error = loop {
+            let lost = match self.client.post_stateless(&msg).await {
+                Ok(Posted::Accepted) => return,
+                Ok(Posted::Messages(mut stream)) => {
+                    let mut lost = None;
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(m) => {
+                                let is_answer =
+                                    m.get("id") == Some(&id) && m.get("method").is_none();
+                                let _ = self.out.send(m);
+                                if is_answer {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                lost = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    // A listen stream that ends has nothing more to say; anything else ended
+                    // before its answer.
+                    if msg.get("method").and_then(Value::as_str) == Some("subscriptions/listen") {
+                        return;
+                    }
+                    Lost::InFlight(lost.unwrap_or_else(|| {
+                        ClientError::Protocol("the answer stream ended without the response".into())
+                    }))
+                }
+                Err(e @ ClientError::Connect { .. }) => Lost::NotSent(e),
+                Err(e @ ClientError::Broken { .. }) => Lost::InFlight(e),
+                Err(e) => break e,
+            };
+            let e = match lost {
+                Lost::InFlight(e) if !self.safe_to_repeat(&msg) => {
+                    let _ = self.out.send(jsonrpc::error_response(
+                        &id,
+                        BRIDGE_RESTARTED,
+                        "mcp-bridge went away while this request was in flight; it was not repeated because it may not be safe to run twice",
+                    ));
+                    tracing::warn!(error = %e, "a 2026-07-28 request was lost in flight");
+                    return;
+                }
+                Lost::InFlight(e) | Lost::NotSent(e) => e,
+            };
+            if tokio::time::Instant::now() + delay > deadline {
+                break e;
+            }
+            tracing::info!(error = %e, "waiting for mcp-bridge");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        };
+        let _ = self.out.send(jsonrpc::error_response(
+            &id,
+            jsonrpc::UPSTREAM_UNAVAILABLE,
+            self.explain(&error),
+        ));
+    }
+
     /// Retries the client's own `initialize` until the bridge answers or the wait is over.
     async fn wait_for_bridge(self: &Arc<Self>, msg: &Value) -> bool {
         let deadline = tokio::time::Instant::now() + self.wait;
@@ -400,6 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         generation: tokio::sync::Mutex::new(0),
         safe_tools: Mutex::new(HashMap::new()),
         stream: Mutex::new(None),
+        stateless: Mutex::new(HashMap::new()),
     });
 
     let mut stdin = BufReader::new(tokio::io::stdin());
@@ -428,7 +511,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         };
         let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize")
             && msg.get("id").is_some();
-        if is_init {
+        if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+            && let Some(rid) = msg.pointer("/params/requestId")
+            && let Some(task) = shim.stateless.lock().remove(&rid.to_string())
+        {
+            // 2026-07-28 over HTTP: closing the request's exchange is its cancellation.
+            task.abort();
+            continue;
+        }
+        if is_stateless(&msg) && msg.get("id").is_some() {
+            let key = msg.get("id").map(Value::to_string).unwrap_or_default();
+            let s = shim.clone();
+            let k = key.clone();
+            let handle = tasks.spawn(async move {
+                s.forward_stateless(msg).await;
+                s.stateless.lock().remove(&k);
+            });
+            shim.stateless.lock().insert(key, handle);
+        } else if is_init {
             // Later messages need the session id, so initialize completes before anything else.
             shim.forward(msg).await;
         } else {

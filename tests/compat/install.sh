@@ -21,6 +21,8 @@ npm_pkgs=(
   "@modelcontextprotocol/server-memory@2026.8.31"
   "@modelcontextprotocol/sdk@1.32.2"
   "@modelcontextprotocol/inspector@2.12.0"
+  "@modelcontextprotocol/client@2.4.0"
+  "@modelcontextprotocol/server@2.4.0"
 )
 py_pkgs=("mcp==2.3.0" "mcp-server-time==2026.10.19")
 

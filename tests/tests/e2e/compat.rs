@@ -301,7 +301,7 @@ async fn subscription_updates_reach_only_subscribers() {
 // Field compatibility: each third-party server through the bridge against a direct client.
 
 /// Appends a line to the matrix CI prints (`target/compat-matrix.md`).
-fn matrix(line: &str) {
+pub(crate) fn matrix(line: &str) {
     use std::io::Write;
     let path = bin_dir().join("../compat-matrix.md");
     if let Ok(mut f) = std::fs::OpenOptions::new()

@@ -6,6 +6,7 @@ mod agent;
 mod bridge;
 mod chaos;
 mod compat;
+mod era;
 mod guards;
 mod hostile;
 mod http_upstream;

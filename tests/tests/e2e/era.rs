@@ -1,0 +1,293 @@
+//! Protocol eras through one bridge: 2026-07-28 (stateless) and 2025 clients against 2025
+//! upstreams, with real third-party clients (the Python SDK, pinned in tests/compat/install.sh)
+//! and raw HTTP for what the bridge itself promises of a `requestState`.
+
+use std::time::Duration;
+
+use mcp_bridge_tests::*;
+use serde_json::{Value, json};
+
+use crate::compat::matrix;
+
+/// server-everything (a third-party 2025 server) and fixture-everything (ours, with the
+/// 2026-07-28 scenario tools written the 2025 way), under prefixes `everything` and `fx`.
+fn two_upstreams(tp: &ThirdParty) -> String {
+    format!(
+        "{}[[upstream]]\nname = \"fx\"\ncommand = {:?}\n",
+        tp.node_entry("everything", &tp.everything(), &["stdio"], ""),
+        bin("fixture-everything").display().to_string()
+    )
+}
+
+/// A third-party SDK client script: tests/compat/py_client.py or tests/js/ts2-client.mjs.
+#[derive(Clone, Copy)]
+enum Sdk {
+    Python,
+    TypeScript,
+}
+
+impl Sdk {
+    fn label(self) -> &'static str {
+        match self {
+            Sdk::Python => "Python SDK client mcp 2.3.0",
+            Sdk::TypeScript => "TypeScript SDK client @modelcontextprotocol/client 2.4.0",
+        }
+    }
+
+    /// How a list change shows in the script's report.
+    fn event(self) -> &'static str {
+        match self {
+            Sdk::Python => "ToolsListChanged",
+            Sdk::TypeScript => "notifications/tools/list_changed",
+        }
+    }
+}
+
+/// Runs the `sdk` client script with `args` (`URL MODE`, or `stdio MODE COMMAND…`); its
+/// JSON report.
+async fn sdk_client(tp: &ThirdParty, sdk: Sdk, args: &[&str]) -> Value {
+    let mut cmd = match sdk {
+        Sdk::Python => {
+            let mut c = tokio::process::Command::new(tp.python());
+            c.arg(tp.root.join("tests/compat/py_client.py"));
+            c
+        }
+        Sdk::TypeScript => {
+            let mut c = tokio::process::Command::new(tp.node());
+            c.arg(tp.root.join("tests/js/ts2-client.mjs"));
+            c
+        }
+    };
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        cmd.args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("the client finished within 90 s")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        sdk.label(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{} printed no JSON ({e}): {}",
+            sdk.label(),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Checks one client run against the two 2025 upstreams: the catalog, a call, sampling and
+/// elicitation relayed (input_required rounds for a 2026-07-28 client, requests on its stream
+/// for a 2025 one), two input rounds, and for 2026-07-28 a list change on subscriptions/listen.
+fn check_report(sdk: Sdk, mode: &str, tools: usize, r: &Value) {
+    let want_version = if mode == "legacy" { "2025-11-25" } else { mode };
+    assert_eq!(r["version"], want_version, "{r}");
+    assert_eq!(r["tools"], tools, "the same catalog in both eras: {r}");
+    assert_eq!(r["sum"], "The sum of 2 and 3 is 5.", "{r}");
+    let sampled = r["sampling"].as_str().unwrap_or("");
+    assert!(sampled.contains("sampled by the"), "{r}");
+    let elicited = r["elicitation"].as_str().unwrap_or("");
+    assert!(elicited.contains("Name: Ada"), "{r}");
+    // Two questions one after the other: two rounds, each with its own requestState.
+    assert!(
+        r["multi_round"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Ada likes"),
+        "{r}"
+    );
+    if mode == "legacy" {
+        assert!(r.get("event").is_none(), "{r}");
+    } else {
+        assert_eq!(r["honored"], json!(["toolsListChanged"]), "{r}");
+        assert_eq!(r["event"], sdk.event(), "{r}");
+    }
+}
+
+fn pairing(mode: &str) -> &'static str {
+    if mode == "legacy" {
+        ""
+    } else {
+        ", subscriptions/listen"
+    }
+}
+
+#[tokio::test]
+async fn sdk_clients_of_both_eras_work_against_2025_upstreams_over_http_and_the_shim() {
+    let tp = ThirdParty::get();
+    let (b, c) = bridge_with(&two_upstreams(tp), 2).await;
+    let shim = bin("mcp-bridge-shim").display().to_string();
+    for sdk in [Sdk::Python, Sdk::TypeScript] {
+        // The 2026-07-28 run toggles a tool (its list-change trigger), so the count is taken
+        // afresh before each run.
+        for mode in ["legacy", "2026-07-28"] {
+            let tools = c.tool_names().await.len();
+            let r = sdk_client(tp, sdk, &[&b.url, mode]).await;
+            check_report(sdk, mode, tools, &r);
+            matrix(&format!(
+                "| bridge ({mode} client, HTTP) | {} | tools/list {tools}, call, sampling, elicitation, two input rounds{} | 2025: server-everything 2026.8.31, fixture | pass |",
+                sdk.label(),
+                pairing(mode)
+            ));
+        }
+    }
+    // A stdio client through the shim, in each era (the Python SDK launches stdio servers).
+    for mode in ["legacy", "2026-07-28"] {
+        let tools = c.tool_names().await.len();
+        let r = sdk_client(tp, Sdk::Python, &["stdio", mode, &shim, "--url", &b.url]).await;
+        check_report(Sdk::Python, mode, tools, &r);
+        matrix(&format!(
+            "| shim ({mode} client, stdio) | {} | tools/list {tools}, call, sampling, elicitation, two input rounds{} | 2025: server-everything 2026.8.31, fixture | pass |",
+            Sdk::Python.label(),
+            pairing(mode)
+        ));
+    }
+}
+
+/// A 2026-07-28 POST, as a client of `client` with `auth` would send it.
+async fn modern_post(url: &str, client: &str, auth: &str, method: &str, params: Value) -> Value {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": { "elicitation": {} },
+        "io.modelcontextprotocol/clientInfo": { "name": client, "version": "1" },
+    });
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .header("authorization", auth)
+        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }))
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_request_state_answers_only_the_client_it_was_issued_to() {
+    let b = Bridge::builder()
+        .config(&format!(
+            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\n",
+            bin("fixture-everything").display().to_string()
+        ))
+        .start()
+        .await;
+    b.wait_ready(1).await;
+    let call = |client: &'static str, extra: Value| {
+        let mut params =
+            json!({ "name": "fx__test_input_required_result_elicitation", "arguments": {} });
+        if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        modern_post(&b.url, client, "Bearer tok", "tools/call", params)
+    };
+    let first = call("client-a", json!({})).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let requests = first["result"]["inputRequests"].as_object().unwrap();
+    let (key, request) = requests.iter().next().unwrap();
+    assert_eq!(request["method"], "elicitation/create", "{first}");
+    let state = first["result"]["requestState"].as_str().unwrap().to_owned();
+    let answer = json!({ key.clone(): { "action": "accept", "content": { "name": "Alice" } } });
+    // Another client presenting the same state, or the state altered: refused, and the call
+    // stays waiting for its own client.
+    let other = call(
+        "client-b",
+        json!({ "requestState": state, "inputResponses": answer }),
+    )
+    .await;
+    assert_eq!(other["error"]["code"], -32602, "{other}");
+    assert!(
+        other["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("integrity"),
+        "{other}"
+    );
+    let stolen = modern_post(
+        &b.url,
+        "client-a",
+        "Bearer someone-else",
+        "tools/call",
+        json!({ "name": "fx__test_input_required_result_elicitation", "arguments": {}, "requestState": state, "inputResponses": answer }),
+    )
+    .await;
+    assert_eq!(
+        stolen["error"]["code"], -32602,
+        "other credentials: {stolen}"
+    );
+    let mut altered = state.clone();
+    altered.replace_range(6..7, if &state[6..7] == "9" { "8" } else { "9" });
+    let tampered = call(
+        "client-a",
+        json!({ "requestState": altered, "inputResponses": answer }),
+    )
+    .await;
+    assert_eq!(tampered["error"]["code"], -32602, "{tampered}");
+    let done = call(
+        "client-a",
+        json!({ "requestState": state, "inputResponses": answer }),
+    )
+    .await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(
+        done["result"]["content"][0]["text"], "Hello, Alice!",
+        "{done}"
+    );
+    // Used once: the call it named has finished.
+    let again = call(
+        "client-a",
+        json!({ "requestState": state, "inputResponses": answer }),
+    )
+    .await;
+    assert_eq!(again["error"]["code"], -32602, "{again}");
+    matrix(
+        "| bridge (2026-07-28 raw HTTP) | requestState bound to its client, tamper-evident, single use | | fixture (2025) | pass |",
+    );
+}
+
+#[tokio::test]
+async fn modern_traffic_gets_405_for_get_and_delete_and_2025_sessions_are_untouched() {
+    let (b, c) = bridge_with(&fixture_entry("s", &[]), 1).await;
+    let http = reqwest::Client::new();
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = http
+            .request(method.clone(), &b.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method}");
+        assert_eq!(
+            r.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some("POST, OPTIONS")
+        );
+    }
+    // A 2025 session on the same endpoint still lists and calls.
+    assert!(!c.tool_names().await.is_empty());
+    // Removed methods are 404 / -32601 to modern clients.
+    let r = http
+        .post(&b.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 7, "method": "ping", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32601, "{v}");
+    assert_eq!(v["id"], 7, "{v}");
+}
