@@ -38,6 +38,18 @@ pub trait ClientSession: Send + Sync {
         params: Value,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Value, RpcError>>;
+    /// [`request`](Self::request) for an input request a 2026-07-28 upstream named `key`: a
+    /// 2026-07-28 client is asked under that key (its own `input_required` round).
+    fn request_keyed<'a>(
+        self: Arc<Self>,
+        related: Option<&'a RequestContext>,
+        _key: Option<&'a str>,
+        method: &'a str,
+        params: Value,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Value, RpcError>> {
+        self.request(related, method, params, timeout)
+    }
 }
 
 /// The client request an upstream request serves: where related messages (progress,

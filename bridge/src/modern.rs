@@ -531,7 +531,20 @@ impl ClientSession for StatelessClient {
     fn push(&self, _: &Value) {}
     fn request<'a>(
         self: Arc<Self>,
+        related: Option<&'a RequestContext>,
+        method: &'a str,
+        params: Value,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Value, RpcError>> {
+        self.request_keyed(related, None, method, params, timeout)
+    }
+
+    /// A 2026-07-28 upstream's input request keeps the key the upstream gave it; a 2025
+    /// upstream's request is named after its method.
+    fn request_keyed<'a>(
+        self: Arc<Self>,
         _related: Option<&'a RequestContext>,
+        key: Option<&'a str>,
         method: &'a str,
         params: Value,
         timeout: Duration,
@@ -545,12 +558,17 @@ impl ClientSession for StatelessClient {
                     format!("the client did not declare the {capability} capability"),
                 ));
             }
-            let n = self.keys.fetch_add(1, Ordering::Relaxed);
-            let kind = method.split('/').next().unwrap_or("input");
-            let key = if n == 0 {
-                kind.to_owned()
-            } else {
-                format!("{kind}_{}", n + 1)
+            let key = match key {
+                Some(k) => k.to_owned(),
+                None => {
+                    let n = self.keys.fetch_add(1, Ordering::Relaxed);
+                    let kind = method.split('/').next().unwrap_or("input");
+                    if n == 0 {
+                        kind.to_owned()
+                    } else {
+                        format!("{kind}_{}", n + 1)
+                    }
+                }
             };
             let (tx, rx) = oneshot::channel();
             let waiting = Waiting {

@@ -127,6 +127,7 @@ impl Registry {
             },
             timing: Default::default(),
             roots: Default::default(),
+            era: Default::default(),
         }]
     }
 
@@ -182,7 +183,8 @@ impl Registry {
                 self.tools_changed.clone(),
                 self.downstream.clone(),
             )
-            .with_roots(config.roots.clone()),
+            .with_roots(config.roots.clone())
+            .with_era(config.era),
         );
         let seed = previous
             .filter(|l| !l.tools.is_empty())

@@ -135,6 +135,25 @@ pub struct UpstreamConfig {
     pub timing: Timing,
     /// What the bridge answers when this upstream asks its client for `roots/list`.
     pub roots: Roots,
+    /// Which protocol era the bridge speaks to this upstream (`era = "…"`).
+    pub era: Era,
+}
+
+/// `era = …` of an upstream: the MCP protocol generation the bridge speaks to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Era {
+    /// Over HTTP: try a 2026-07-28 `server/discover` and fall back to `initialize`. Over stdio:
+    /// `initialize`, and 2026-07-28 only if the server refuses it naming that version (a probe
+    /// before `initialize` can make a 2025 child exit).
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// The 2025 era only (`initialize`, sessions).
+    #[serde(rename = "2025")]
+    Legacy,
+    /// MCP 2026-07-28 only (stateless).
+    #[serde(rename = "2026-07-28")]
+    Modern,
 }
 
 /// `roots = …` of an upstream: the filesystem roots it is told about. Roots are a per-client
@@ -278,6 +297,7 @@ struct RawUpstream {
     inherit_env: Option<Vec<String>>,
     cwd: Option<PathBuf>,
     roots: Option<RawRoots>,
+    era: Option<Era>,
     allow_local_oauth: Option<bool>,
     url: Option<String>,
     transport: Option<HttpTransport>,
@@ -530,6 +550,7 @@ pub fn parse_file(
             transport,
             timing,
             roots,
+            era: raw.era.unwrap_or_default(),
         });
     }
     Ok((raw.server, raw.logging, upstreams))
@@ -598,6 +619,7 @@ pub fn load(
             },
             timing: Timing::default(),
             roots: Roots::None,
+            era: Era::Auto,
         };
         override_upstream(&mut upstreams, sentinel);
     }
@@ -617,6 +639,7 @@ pub fn load(
             },
             timing: Timing::default(),
             roots: Roots::None,
+            era: Era::Auto,
         };
         override_upstream(&mut upstreams, overseer);
     }

@@ -71,7 +71,8 @@ pub(crate) async fn run(
                 match result {
                     Ok(()) => {
                         ready_since = Some(tokio::time::Instant::now());
-                        if let Some(tx) = ping_tx.take() {
+                        // 2026-07-28 has no ping: a stateless upstream is alive when it answers.
+                        if let Some(tx) = ping_tx.take().filter(|_| !peer.is_stateless()) {
                             let t = &up.timeouts;
                             keepalive = Some(tokio::spawn(supervisor::keepalive(peer.clone(), t.ping_interval, t.ping_timeout, tx)));
                         }

@@ -47,6 +47,11 @@ pub fn instance_id() -> &'static str {
     })
 }
 
+/// Rounds of `input_required` the bridge answers for one request to a 2026-07-28 upstream.
+pub const INPUT_ROUNDS: usize = 8;
+/// How long one such round may wait for the client (a person may be answering).
+pub const INPUT_ROUND_WAIT: Duration = Duration::from_secs(600);
+
 /// The `_meta` key of [`instance_id`].
 pub const INSTANCE_META: &str = "io.github.mcp-bridge/instance";
 
@@ -289,6 +294,8 @@ pub struct Upstream {
     pub(crate) wake: Notify,
     /// What the upstream's `roots/list` is answered with.
     pub roots: Roots,
+    /// The protocol era the config asks for (`era`); the connection decides within it.
+    pub era: proto::config::Era,
     /// With `roots = "client"`: the one client session this upstream serves now.
     lease: Mutex<Option<std::sync::Weak<dyn ClientSession>>>,
     /// Ends the current connection and starts a new one at once (no backoff).
@@ -337,6 +344,7 @@ impl Upstream {
             lists_changed,
             wake: Notify::new(),
             roots: Roots::None,
+            era: Default::default(),
             lease: Mutex::new(None),
             restart: Notify::new(),
             log_level: Mutex::new(None),
@@ -344,6 +352,11 @@ impl Upstream {
     }
 
     /// Sets what the upstream's `roots/list` is answered with (before it starts).
+    pub fn with_era(mut self, era: proto::config::Era) -> Self {
+        self.era = era;
+        self
+    }
+
     pub fn with_roots(mut self, roots: Roots) -> Self {
         self.roots = roots;
         self
@@ -541,7 +554,107 @@ impl Upstream {
             Some(c) => c,
             None => self.wait_ready().await?,
         };
-        conn.call_with(method, params, timeout, ctx).await
+        let first = conn
+            .call_with(method, params.clone(), timeout, ctx.clone())
+            .await?;
+        if first.get("resultType").and_then(Value::as_str) != Some("input_required") {
+            return Ok(first);
+        }
+        self.resolve_input(&conn, method, params, timeout, ctx, first)
+            .await
+    }
+
+    /// A 2026-07-28 upstream answered `input_required`: its input requests go to the client
+    /// whose request this is (as real requests on its stream for a 2025 client, as an
+    /// `input_required` round of the bridge's own for a 2026-07-28 one), and the request is
+    /// retried with the answers and the upstream's `requestState`, for at most
+    /// [`INPUT_ROUNDS`] rounds of at most [`INPUT_ROUND_WAIT`] each.
+    async fn resolve_input(
+        &self,
+        conn: &Arc<RpcPeer>,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+        ctx: Option<Arc<RequestContext>>,
+        mut answer: Value,
+    ) -> Result<Value, CallError> {
+        for _ in 0..INPUT_ROUNDS {
+            if answer.get("resultType").and_then(Value::as_str) != Some("input_required") {
+                return Ok(answer);
+            }
+            let requests = answer
+                .get("inputRequests")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let asks = requests.iter().map(|(key, request)| {
+                let ctx = ctx.clone();
+                async move { (key.clone(), self.ask_client(ctx, key, request).await) }
+            });
+            let responses: serde_json::Map<String, Value> =
+                futures_util::future::join_all(asks).await.into_iter().collect();
+            let mut retry = params.clone().unwrap_or_else(|| serde_json::json!({}));
+            if let Some(p) = retry.as_object_mut() {
+                p.insert("inputResponses".into(), Value::Object(responses));
+                match answer.get("requestState") {
+                    Some(state) => p.insert("requestState".into(), state.clone()),
+                    None => p.remove("requestState"),
+                };
+            }
+            answer = conn
+                .call_with(method, Some(retry), timeout, ctx.clone())
+                .await?;
+        }
+        Err(CallError::Unavailable {
+            upstream: self.name.to_string(),
+            reason: format!("it asked for input more than {INPUT_ROUNDS} times for one {method}"),
+        })
+    }
+
+    /// One input request of a 2026-07-28 upstream, answered by the calling client (or, for
+    /// `roots/list`, from this upstream's config, as for every client). An error is answered as
+    /// the error object, which the upstream sees in `inputResponses`.
+    async fn ask_client(
+        &self,
+        ctx: Option<Arc<RequestContext>>,
+        key: &str,
+        request: &Value,
+    ) -> Value {
+        let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+        let params = request
+            .get("params")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        let refuse = |code: i64, message: String| serde_json::json!({ "code": code, "message": message });
+        let capability = match method {
+            "roots/list" => {
+                return match &self.roots {
+                    Roots::Fixed(list) => serde_json::json!({ "roots": list.iter().map(|uri| serde_json::json!({ "uri": uri })).collect::<Vec<_>>() }),
+                    _ => refuse(jsonrpc::METHOD_NOT_FOUND, "mcp-bridge gives this upstream no roots (set `roots` in its config)".into()),
+                };
+            }
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            other => return refuse(jsonrpc::METHOD_NOT_FOUND, format!("mcp-bridge cannot relay {other}")),
+        };
+        let Some(ctx) = ctx else {
+            return refuse(jsonrpc::METHOD_NOT_FOUND, format!("no client request to relay {method} to"));
+        };
+        if !ctx.session.has_capability(capability) && !ctx.session.stateless() {
+            return refuse(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("the client did not declare the {capability} capability"),
+            );
+        }
+        match ctx
+            .session
+            .clone()
+            .request_keyed(Some(&ctx), Some(key), method, params, INPUT_ROUND_WAIT)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => e.0,
+        }
     }
 
     async fn wait_ready(&self) -> Result<Arc<RpcPeer>, CallError> {

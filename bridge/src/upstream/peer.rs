@@ -32,6 +32,9 @@ pub struct RpcPeer {
     out: mpsc::UnboundedSender<Bytes>,
     inner: Mutex<Inner>,
     next_id: AtomicU64,
+    /// Set when the upstream speaks MCP 2026-07-28: the `_meta` every request carries
+    /// (protocol version, the bridge's client capabilities and info).
+    stateless: Mutex<Option<serde_json::Map<String, Value>>>,
 }
 
 #[derive(Default)]
@@ -76,7 +79,32 @@ impl RpcPeer {
             out,
             inner: Mutex::new(Inner::default()),
             next_id: AtomicU64::new(1),
+            stateless: Mutex::new(None),
         }
+    }
+
+    /// From now on every request carries `meta` in its `_meta` (MCP 2026-07-28).
+    pub fn set_stateless(&self, meta: serde_json::Map<String, Value>) {
+        *self.stateless.lock() = Some(meta);
+    }
+
+    /// Whether the upstream speaks MCP 2026-07-28 on this connection.
+    pub fn is_stateless(&self) -> bool {
+        self.stateless.lock().is_some()
+    }
+
+    /// Sends a request whose answer nobody waits for as a call: a `subscriptions/listen` whose
+    /// notifications are dispatched as they come. `id` is a string, so it never meets ours.
+    pub fn send_open_request(&self, id: &str, method: &str, mut params: Value) {
+        if let (Some(meta), Some(p)) = (self.stateless.lock().clone(), params.as_object_mut()) {
+            let m = p.entry("_meta").or_insert_with(|| json!({}));
+            if let Some(m) = m.as_object_mut() {
+                for (k, v) in meta {
+                    m.entry(k).or_insert(v);
+                }
+            }
+        }
+        self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
     }
 
     pub fn upstream(&self) -> &str {
@@ -130,6 +158,17 @@ impl RpcPeer {
     ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        if let Some(meta) = self.stateless.lock().clone() {
+            let p = params.get_or_insert_with(|| json!({}));
+            if let Some(p) = p.as_object_mut() {
+                let m = p.entry("_meta").or_insert_with(|| json!({}));
+                if let Some(m) = m.as_object_mut() {
+                    for (k, v) in meta {
+                        m.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
         {
             let mut inner = self.inner.lock();
             if let Some(reason) = &inner.closed {

@@ -16,7 +16,8 @@ use super::{
     instance_id,
 };
 use crate::jsonrpc::{self, RpcError};
-use proto::config::Roots;
+use crate::modern;
+use proto::config::{Era, Roots};
 
 /// Most pages followed for one list, so a server that hands out cursors forever cannot hang us.
 const MAX_PAGES: usize = 1000;
@@ -38,8 +39,147 @@ fn client_capabilities(up: &Upstream) -> Value {
     caps
 }
 
-/// `initialize`, `notifications/initialized`, then every list the upstream announces.
+/// The `_meta` the bridge puts in every 2026-07-28 request it sends an upstream.
+fn stateless_meta(up: &Upstream) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(modern::META_VERSION.into(), Value::String(modern::VERSION.into()));
+    m.insert(modern::META_CAPABILITIES.into(), client_capabilities(up));
+    m.insert(
+        modern::META_CLIENT.into(),
+        serde_json::json!({ "name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") }),
+    );
+    m
+}
+
+/// Whether a `server/discover` answer offers a version the bridge speaks statelessly.
+fn offers_stateless(discover: &Value) -> bool {
+    discover
+        .get("supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(modern::VERSION)))
+}
+
+/// Connects in the era the config allows and the upstream speaks. Over HTTP (`era = "auto"`)
+/// a 2026-07-28 `server/discover` goes first, as the spec advises; any error answer or a
+/// timeout means the 2025 era. Over stdio `initialize` goes first, because some 2025 servers
+/// exit on any request before it; a server that refuses it with -32022 naming 2026-07-28 is
+/// then spoken to statelessly. The verdict holds for the connection; a reconnect decides again.
 pub(crate) async fn handshake(
+    up: &Upstream,
+    peer: &RpcPeer,
+    timeout: Duration,
+) -> Result<(), CallError> {
+    let discover_first = match up.era {
+        Era::Modern => true,
+        Era::Legacy => false,
+        Era::Auto => up.transport != "stdio",
+    };
+    if discover_first {
+        let params = serde_json::json!({ "_meta": stateless_meta(up) });
+        match peer.call("server/discover", Some(params), timeout).await {
+            Ok(d) if offers_stateless(&d) => return stateless_handshake(up, peer, d, timeout).await,
+            Ok(_) | Err(CallError::Rpc(_) | CallError::Timeout { .. }) if up.era == Era::Auto => {
+                tracing::debug!(upstream = %up.name, "no 2026-07-28 server/discover answer; speaking the 2025 era");
+            }
+            Ok(_) => {
+                return Err(CallError::Unavailable {
+                    upstream: up.name.to_string(),
+                    reason: format!("its server/discover does not offer {} (era = \"2026-07-28\" in config.toml)", modern::VERSION),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match initialize(up, peer, timeout).await {
+        Err(CallError::Rpc(e))
+            if up.era != Era::Legacy
+                && e.code() == Some(modern::UNSUPPORTED_VERSION)
+                && e.0
+                    .pointer("/data/supported")
+                    .and_then(Value::as_array)
+                    .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(modern::VERSION))) =>
+        {
+            tracing::info!(upstream = %up.name, "the upstream refused initialize and speaks {}; connecting statelessly", modern::VERSION);
+            let params = serde_json::json!({ "_meta": stateless_meta(up) });
+            let d = peer.call("server/discover", Some(params), timeout).await?;
+            stateless_handshake(up, peer, d, timeout).await
+        }
+        other => other,
+    }
+}
+
+/// MCP 2026-07-28: the discover answer stands for `initialize`; every list the upstream
+/// announces; a `subscriptions/listen` for the list changes it offers.
+async fn stateless_handshake(
+    up: &Upstream,
+    peer: &RpcPeer,
+    discover: Value,
+    timeout: Duration,
+) -> Result<(), CallError> {
+    if discover
+        .pointer("/_meta")
+        .and_then(|m| m.get(INSTANCE_META))
+        .and_then(Value::as_str)
+        == Some(instance_id())
+    {
+        return Err(CallError::Disabled {
+            upstream: up.name.to_string(),
+            reason: "it is this mcp-bridge itself (the shim, or a URL of this bridge); remove this entry from config.toml, or the bridge would proxy itself in a loop".into(),
+        });
+    }
+    peer.set_stateless(stateless_meta(up));
+    let server_info = discover
+        .pointer("/_meta")
+        .and_then(|m| m.get(modern::META_SERVER))
+        .or_else(|| discover.get("serverInfo"))
+        .cloned();
+    up.update_status(|s| {
+        s.server_info = server_info;
+        s.protocol_version = Some(modern::VERSION.to_owned());
+    });
+    let capabilities = discover
+        .get("capabilities")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let mut fresh = Lists {
+        capabilities,
+        ..Default::default()
+    };
+    for kind in ListKind::ALL {
+        if fresh.capabilities.get(kind.capability()).is_some() {
+            *kind.get_mut(&mut fresh) = list_all(up, peer, kind, timeout).await?;
+        }
+    }
+    let offers = |cap: &str| {
+        fresh.capabilities.pointer(&format!("/{cap}/listChanged")) == Some(&Value::Bool(true))
+    };
+    let mut filter = serde_json::Map::new();
+    for (flag, cap) in [
+        ("toolsListChanged", "tools"),
+        ("promptsListChanged", "prompts"),
+        ("resourcesListChanged", "resources"),
+    ] {
+        if offers(cap) {
+            filter.insert(flag.into(), Value::Bool(true));
+        }
+    }
+    up.publish(|l| *l = fresh);
+    if !filter.is_empty() {
+        // Stands for the 2025 GET stream: its list changes re-list like any others.
+        peer.send_open_request(
+            LISTEN_ID,
+            "subscriptions/listen",
+            serde_json::json!({ "notifications": filter }),
+        );
+    }
+    Ok(())
+}
+
+/// The id of the bridge's `subscriptions/listen` request to a 2026-07-28 upstream.
+pub(crate) const LISTEN_ID: &str = "mcpb-listen";
+
+/// `initialize`, `notifications/initialized`, then every list the upstream announces.
+async fn initialize(
     up: &Upstream,
     peer: &RpcPeer,
     timeout: Duration,
@@ -343,6 +483,10 @@ pub(crate) fn on_notification(
         }
         "notifications/cancelled" => {
             tracing::debug!(upstream = %up.name, "upstream cancelled a request it sent")
+        }
+        "notifications/subscriptions/acknowledged" => {
+            let honored = msg.pointer("/params/notifications").map(Value::to_string).unwrap_or_default();
+            tracing::debug!(upstream = %up.name, honored, "the upstream acknowledged subscriptions/listen")
         }
         _ => up.downstream.broadcast(&msg),
     }

@@ -135,8 +135,31 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
     let sender = {
         let (conn, peer) = (conn.clone(), peer.clone());
         tokio::spawn(async move {
+            // POSTs in flight by request id: over 2026-07-28, cancelling a request is closing
+            // its exchange, not a notification.
+            let mut in_flight: std::collections::HashMap<String, tokio::task::AbortHandle> =
+                Default::default();
             while let Some(line) = out_rx.recv().await {
                 let (conn, peer) = (conn.clone(), peer.clone());
+                in_flight.retain(|_, t| !t.is_finished());
+                if peer.is_stateless() {
+                    let msg: Value = serde_json::from_slice(&line).unwrap_or_default();
+                    if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+                        if let Some(t) = msg
+                            .pointer("/params/requestId")
+                            .and_then(|id| in_flight.remove(&id.to_string()))
+                        {
+                            t.abort();
+                        }
+                        continue;
+                    }
+                    let key = msg.get("id").map(Value::to_string);
+                    let task = tokio::spawn(async move { conn.post(&peer, line).await });
+                    if let Some(key) = key {
+                        in_flight.insert(key, task.abort_handle());
+                    }
+                    continue;
+                }
                 // The handshake's order is the spec's: nothing more is sent until the server
                 // has accepted `notifications/initialized` (servers register some tools only
                 // then), and the GET stream is open before the lists are fetched, so a

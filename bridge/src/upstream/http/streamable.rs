@@ -52,6 +52,11 @@ impl Conn {
             .get("id")
             .filter(|_| msg.get("method").is_some())
             .cloned();
+        // MCP 2026-07-28: no session, the headers its `_meta` and method call for.
+        let stateless = msg
+            .pointer("/params/_meta")
+            .and_then(|m| m.get(crate::modern::META_VERSION))
+            .is_some();
         if is_init
             && self.spec.transport == HttpTransport::Sse
             && self.legacy_endpoint().is_none()
@@ -68,8 +73,13 @@ impl Conn {
             let Some(token) = self.bearer_or_report().await else {
                 return;
             };
-            let resp = self
-                .request(reqwest::Method::POST, token.as_deref(), !is_init)
+            let mut req = self.request(reqwest::Method::POST, token.as_deref(), !is_init && !stateless);
+            if stateless {
+                for (k, v) in crate::modern::request_headers(&msg) {
+                    req = req.header(k, v);
+                }
+            }
+            let resp = req
                 .header("accept", "application/json, text/event-stream")
                 .header("content-type", "application/json")
                 .body(line.clone())
@@ -153,6 +163,19 @@ impl Conn {
                     }
                     return self.post_legacy(peer, line, id.as_ref()).await;
                 }
+                s if stateless && !(200..300).contains(&s) => {
+                    // 2026-07-28 errors come with their HTTP status (400, 404) and a JSON-RPC
+                    // error body: that error is the answer.
+                    let body = read_capped(resp, MAX_ANSWER).await.unwrap_or_default();
+                    let error = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v.get("error").cloned());
+                    if let Some(id) = &id {
+                        let error = error.unwrap_or_else(|| json!({"code": crate::jsonrpc::INTERNAL_ERROR, "message": format!("upstream answered HTTP {s}: {}", String::from_utf8_lossy(&body).chars().take(300).collect::<String>())}));
+                        peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": error}));
+                    }
+                    return;
+                }
                 s if !(200..300).contains(&s) => {
                     let body = error_body(resp).await;
                     if method == "ping" {
@@ -196,8 +219,21 @@ impl Conn {
                 return;
             }
             let done = self.read_sse(peer, resp, id.as_ref(), is_init).await;
+            if method == "subscriptions/listen" {
+                // The stream that carries the upstream's list changes: without it the lists
+                // would go stale, so its end ends the connection (the reconnect listens anew).
+                let _ = self.fail.send(Failure::Broken(
+                    "the upstream ended its subscriptions/listen stream".into(),
+                ));
+                return;
+            }
             if let (false, Some(id)) = (done, &id) {
-                self.resume(peer, id, is_init).await;
+                if stateless {
+                    // 2026-07-28 has no resumption: the answer is lost.
+                    peer.deliver(id, json!({"jsonrpc": "2.0", "id": id, "error": {"code": crate::jsonrpc::INTERNAL_ERROR, "message": "the upstream's answer stream ended before the answer"}}));
+                } else {
+                    self.resume(peer, id, is_init).await;
+                }
             }
             return;
         }
