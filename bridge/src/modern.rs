@@ -725,11 +725,11 @@ async fn call(
             }
         }
         None => {
-            if responses.is_some() {
-                tracing::debug!(
-                    method,
-                    "inputResponses without a requestState: nothing waits for them; the call starts afresh"
-                );
+            // Without a state of ours nothing here waits for them: they go on with the request
+            // (a 2026-07-28 upstream may take answers it did not ask for in this call; a 2025
+            // one ignores an unknown parameter).
+            if let (Some(r), Some(p)) = (responses, params.as_object_mut()) {
+                p.insert("inputResponses".into(), r);
             }
             start(
                 &bridge,
@@ -853,7 +853,13 @@ fn conclude(bridge: &Bridge, id: &Value, stop: Stop, mut run: Running) -> Conclu
             let uri = (run.method == "resources/read")
                 .then_some(run.target.as_deref())
                 .flatten();
-            (StatusCode::OK, modern_result(&run.method, uri, result))
+            let result = modern_result(&run.method, uri, result);
+            // A missing capability an upstream of the 2026 era reported is the client's error.
+            let status = match &result {
+                Err(e) if e.code() == Some(MISSING_CAPABILITY) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::OK,
+            };
+            (status, result)
         }
         Stop::Missing(capability) => {
             tracing::debug!(method = %run.method, capability, "a 2025 upstream needs a capability the modern client did not declare");

@@ -545,15 +545,29 @@ impl Upstream {
         timeout: Duration,
         ctx: Option<Arc<RequestContext>>,
     ) -> Result<Value, CallError> {
-        if self.roots == Roots::Client
-            && let Some(c) = &ctx
-        {
-            self.lease_for(&c.session).await?;
-        }
-        let conn = match self.conn() {
+        let mut conn = match self.conn() {
             Some(c) => c,
             None => self.wait_ready().await?,
         };
+        // `roots = "client"` over the 2025 era: the upstream holds one session's roots, so it
+        // serves one session at a time. A 2026-07-28 upstream asks for roots per request, so
+        // it needs no lease.
+        if self.roots == Roots::Client
+            && !conn.is_stateless()
+            && let Some(c) = &ctx
+        {
+            if c.session.stateless() {
+                return Err(CallError::Unavailable {
+                    upstream: self.name.to_string(),
+                    reason: "it serves one client session's roots at a time (roots = \"client\") and an MCP 2026-07-28 client has no session; call it from a 2025 client, or give it fixed roots in config.toml".into(),
+                });
+            }
+            self.lease_for(&c.session).await?;
+            conn = match self.conn() {
+                Some(c) => c,
+                None => self.wait_ready().await?,
+            };
+        }
         let first = conn
             .call_with(method, params.clone(), timeout, ctx.clone())
             .await?;
@@ -591,8 +605,10 @@ impl Upstream {
                 let ctx = ctx.clone();
                 async move { (key.clone(), self.ask_client(ctx, key, request).await) }
             });
-            let responses: serde_json::Map<String, Value> =
-                futures_util::future::join_all(asks).await.into_iter().collect();
+            let responses: serde_json::Map<String, Value> = futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .collect();
             let mut retry = params.clone().unwrap_or_else(|| serde_json::json!({}));
             if let Some(p) = retry.as_object_mut() {
                 p.insert("inputResponses".into(), Value::Object(responses));
@@ -625,20 +641,38 @@ impl Upstream {
             .get("params")
             .cloned()
             .unwrap_or_else(|| serde_json::json!({}));
-        let refuse = |code: i64, message: String| serde_json::json!({ "code": code, "message": message });
+        let refuse =
+            |code: i64, message: String| serde_json::json!({ "code": code, "message": message });
         let capability = match method {
-            "roots/list" => {
-                return match &self.roots {
-                    Roots::Fixed(list) => serde_json::json!({ "roots": list.iter().map(|uri| serde_json::json!({ "uri": uri })).collect::<Vec<_>>() }),
-                    _ => refuse(jsonrpc::METHOD_NOT_FOUND, "mcp-bridge gives this upstream no roots (set `roots` in its config)".into()),
-                };
-            }
+            // The config decides, as for 2025 upstreams; `roots = "client"` asks the caller, whose
+            // answer serves this one request.
+            "roots/list" => match &self.roots {
+                Roots::Fixed(list) => {
+                    return serde_json::json!({ "roots": list.iter().map(|uri| serde_json::json!({ "uri": uri })).collect::<Vec<_>>() });
+                }
+                Roots::None => {
+                    return refuse(
+                        jsonrpc::METHOD_NOT_FOUND,
+                        "mcp-bridge gives this upstream no roots (set `roots` in its config)"
+                            .into(),
+                    );
+                }
+                Roots::Client => "roots",
+            },
             "sampling/createMessage" => "sampling",
             "elicitation/create" => "elicitation",
-            other => return refuse(jsonrpc::METHOD_NOT_FOUND, format!("mcp-bridge cannot relay {other}")),
+            other => {
+                return refuse(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("mcp-bridge cannot relay {other}"),
+                );
+            }
         };
         let Some(ctx) = ctx else {
-            return refuse(jsonrpc::METHOD_NOT_FOUND, format!("no client request to relay {method} to"));
+            return refuse(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("no client request to relay {method} to"),
+            );
         };
         if !ctx.session.has_capability(capability) && !ctx.session.stateless() {
             return refuse(

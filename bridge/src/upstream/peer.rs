@@ -158,7 +158,18 @@ impl RpcPeer {
     ) -> Result<Value, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        if let Some(meta) = self.stateless.lock().clone() {
+        if let Some(mut meta) = self.stateless.lock().clone() {
+            // On behalf of a client: what that client can answer, not all the bridge can relay.
+            if let Some(ctx) = &ctx
+                && let Some(Value::Object(bridge_caps)) =
+                    meta.get(crate::modern::META_CAPABILITIES).cloned()
+            {
+                let caps: serde_json::Map<String, Value> = bridge_caps
+                    .into_iter()
+                    .filter(|(k, _)| ctx.session.has_capability(k))
+                    .collect();
+                meta.insert(crate::modern::META_CAPABILITIES.into(), Value::Object(caps));
+            }
             let p = params.get_or_insert_with(|| json!({}));
             if let Some(p) = p.as_object_mut() {
                 let m = p.entry("_meta").or_insert_with(|| json!({}));

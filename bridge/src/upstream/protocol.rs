@@ -42,7 +42,10 @@ fn client_capabilities(up: &Upstream) -> Value {
 /// The `_meta` the bridge puts in every 2026-07-28 request it sends an upstream.
 fn stateless_meta(up: &Upstream) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
-    m.insert(modern::META_VERSION.into(), Value::String(modern::VERSION.into()));
+    m.insert(
+        modern::META_VERSION.into(),
+        Value::String(modern::VERSION.into()),
+    );
     m.insert(modern::META_CAPABILITIES.into(), client_capabilities(up));
     m.insert(
         modern::META_CLIENT.into(),
@@ -77,14 +80,19 @@ pub(crate) async fn handshake(
     if discover_first {
         let params = serde_json::json!({ "_meta": stateless_meta(up) });
         match peer.call("server/discover", Some(params), timeout).await {
-            Ok(d) if offers_stateless(&d) => return stateless_handshake(up, peer, d, timeout).await,
+            Ok(d) if offers_stateless(&d) => {
+                return stateless_handshake(up, peer, d, timeout).await;
+            }
             Ok(_) | Err(CallError::Rpc(_) | CallError::Timeout { .. }) if up.era == Era::Auto => {
                 tracing::debug!(upstream = %up.name, "no 2026-07-28 server/discover answer; speaking the 2025 era");
             }
             Ok(_) => {
                 return Err(CallError::Unavailable {
                     upstream: up.name.to_string(),
-                    reason: format!("its server/discover does not offer {} (era = \"2026-07-28\" in config.toml)", modern::VERSION),
+                    reason: format!(
+                        "its server/discover does not offer {} (era = \"2026-07-28\" in config.toml)",
+                        modern::VERSION
+                    ),
                 });
             }
             Err(e) => return Err(e),
@@ -179,11 +187,7 @@ async fn stateless_handshake(
 pub(crate) const LISTEN_ID: &str = "mcpb-listen";
 
 /// `initialize`, `notifications/initialized`, then every list the upstream announces.
-async fn initialize(
-    up: &Upstream,
-    peer: &RpcPeer,
-    timeout: Duration,
-) -> Result<(), CallError> {
+async fn initialize(up: &Upstream, peer: &RpcPeer, timeout: Duration) -> Result<(), CallError> {
     let params = serde_json::json!({
         "protocolVersion": LATEST_VERSION,
         "capabilities": client_capabilities(up),
@@ -485,7 +489,10 @@ pub(crate) fn on_notification(
             tracing::debug!(upstream = %up.name, "upstream cancelled a request it sent")
         }
         "notifications/subscriptions/acknowledged" => {
-            let honored = msg.pointer("/params/notifications").map(Value::to_string).unwrap_or_default();
+            let honored = msg
+                .pointer("/params/notifications")
+                .map(Value::to_string)
+                .unwrap_or_default();
             tracing::debug!(upstream = %up.name, honored, "the upstream acknowledged subscriptions/listen")
         }
         _ => up.downstream.broadcast(&msg),

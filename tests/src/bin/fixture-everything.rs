@@ -11,6 +11,12 @@
 //! written the 2025 way: they send real server→client requests and list_changed notifications,
 //! which the bridge translates for 2026-07-28 clients (`input_required` rounds, -32021,
 //! `subscriptions/listen`).
+//!
+//! With `--stateless` it speaks only MCP 2026-07-28 instead: `initialize` is refused with
+//! -32022, `server/discover` and `subscriptions/listen` are served, every result carries
+//! `resultType`, and the same tools ask for input with `input_required` results under the keys
+//! the suite's scenarios expect (`user_name`, `confirm`, `step1`…), reading the per-request
+//! client capabilities from `_meta`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -44,6 +50,8 @@ struct Server {
     /// Toggled by `test_trigger_tool_change` / `test_trigger_prompt_change`: one more item.
     extra_tool: AtomicBool,
     extra_prompt: AtomicBool,
+    /// `--stateless`: MCP 2026-07-28 only.
+    stateless: bool,
 }
 
 impl Server {
@@ -583,6 +591,232 @@ fn handle(s: &Server, method: &str, params: &Value) -> Result<Value, (i64, Strin
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// MCP 2026-07-28 (`--stateless`)
+
+fn complete(mut v: Value) -> Value {
+    v["resultType"] = json!("complete");
+    v
+}
+
+/// A result with the 2026-07-28 cache hints.
+fn cached(mut v: Value) -> Value {
+    v["resultType"] = json!("complete");
+    v["ttlMs"] = json!(0);
+    v["cacheScope"] = json!("private");
+    v
+}
+
+fn input_required(requests: Value, state: Option<&str>) -> Value {
+    let mut v = json!({"resultType": "input_required", "inputRequests": requests});
+    if let Some(st) = state {
+        v["requestState"] = json!(st);
+    }
+    v
+}
+
+fn elicit_request(message: &str, field: &str, kind: &str) -> Value {
+    json!({"method": "elicitation/create", "params": {"message": message, "requestedSchema": {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}}})
+}
+
+fn sample_request(question: &str) -> Value {
+    json!({"method": "sampling/createMessage", "params": {"messages": [{"role": "user", "content": {"type": "text", "text": question}}], "maxTokens": 50}})
+}
+
+fn texts(t: String) -> Value {
+    complete(json!({"content": [text(t)]}))
+}
+
+/// One 2026-07-28 request. `Ok(None)`: no answer (an open `subscriptions/listen`).
+fn handle_stateless(
+    s: &Server,
+    id: &Value,
+    method: &str,
+    params: &Value,
+) -> Result<Option<Value>, Value> {
+    let err = |code: i64, message: String| json!({"code": code, "message": message});
+    let legacy = |r: Result<Value, (i64, String)>| r.map_err(|(c, m)| err(c, m));
+    let caps = params
+        .pointer("/_meta/io.modelcontextprotocol~1clientCapabilities")
+        .cloned()
+        .unwrap_or(json!({}));
+    let responses = params.get("inputResponses").and_then(Value::as_object);
+    let got = |k: &str| {
+        responses
+            .and_then(|r| r.get(k))
+            .filter(|v| v.is_object())
+            .cloned()
+    };
+    let field = |k: &str, f: &str| {
+        got(k).map(|v| {
+            v.pointer(&format!("/content/{f}"))
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_owned()
+        })
+    };
+    let state = params.get("requestState").and_then(Value::as_str);
+    let name = params["name"].as_str().unwrap_or("");
+    let answer = match method {
+        "initialize" => {
+            return Err(
+                json!({"code": -32022, "message": "this server speaks only 2026-07-28", "data": {"supported": ["2026-07-28"], "requested": params["protocolVersion"]}}),
+            );
+        }
+        "server/discover" => cached(json!({
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"tools": {"listChanged": true}, "resources": {"listChanged": true}, "prompts": {"listChanged": true}, "logging": {}, "completions": {}},
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mcp-conformance-test-server", "version": "1.0.0"}},
+        })),
+        "subscriptions/listen" => {
+            s.notify("notifications/subscriptions/acknowledged", json!({"_meta": {"io.modelcontextprotocol/subscriptionId": id}, "notifications": params["notifications"]}));
+            return Ok(None);
+        }
+        "tools/list" => cached(json!({"tools": tools(s)})),
+        "resources/list" => cached(json!({"resources": resources()})),
+        "resources/templates/list" => cached(legacy(handle(s, method, params))?),
+        "prompts/list" => cached(json!({"prompts": prompts(s)})),
+        "resources/read" => {
+            let uri = params["uri"].as_str().unwrap_or("");
+            match read_resource(uri) {
+                Ok(v) => cached(v),
+                Err((_, m)) => {
+                    return Err(json!({"code": -32602, "message": m, "data": {"uri": uri}}));
+                }
+            }
+        }
+        "completion/complete" => complete(legacy(handle(s, method, params))?),
+        "prompts/get" if name == "test_input_required_result_prompt" => {
+            match field("user_context", "context") {
+                Some(c) => complete(
+                    json!({"messages": [{"role": "user", "content": text(format!("Prompt with context: {c}"))}]}),
+                ),
+                None => input_required(
+                    json!({"user_context": elicit_request("What context should the prompt use?", "context", "string")}),
+                    None,
+                ),
+            }
+        }
+        "prompts/get" => complete(legacy(get_prompt(s, params))?),
+        "tools/call" => match name {
+            "test_input_required_result_elicitation" | "test_streaming_elicitation" => {
+                match field("user_name", "name") {
+                    Some(n) => texts(format!("Hello, {n}!")),
+                    None => input_required(
+                        json!({"user_name": elicit_request("What is your name?", "name", "string")}),
+                        None,
+                    ),
+                }
+            }
+            "test_missing_capability" if caps.get("sampling").is_none() => {
+                return Err(
+                    json!({"code": -32021, "message": "this tool needs the sampling capability", "data": {"requiredCapabilities": {"sampling": {}}}}),
+                );
+            }
+            "test_missing_capability" | "test_input_required_result_sampling" => {
+                match got("sample_request") {
+                    Some(v) => texts(format!(
+                        "Sampling result: {}",
+                        v.pointer("/content/text")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                    )),
+                    None => input_required(
+                        json!({"sample_request": sample_request("What is the capital of France?")}),
+                        None,
+                    ),
+                }
+            }
+            "test_input_required_result_list_roots" => match got("roots_request") {
+                Some(v) => texts(format!("roots: {}", v["roots"])),
+                None => input_required(json!({"roots_request": {"method": "roots/list"}}), None),
+            },
+            "test_input_required_result_request_state"
+            | "test_input_required_result_tampered_state" => {
+                let expected = if name.ends_with("tampered_state") {
+                    "tamper-test"
+                } else {
+                    "rs-confirm"
+                };
+                match (state, got("confirm")) {
+                    (Some(st), Some(v)) if st == expected => texts(format!(
+                        "state-ok: ok={}",
+                        v.pointer("/content/ok").unwrap_or(&Value::Null)
+                    )),
+                    _ => input_required(
+                        json!({"confirm": elicit_request("Please confirm", "ok", "boolean")}),
+                        Some(expected),
+                    ),
+                }
+            }
+            "test_input_required_result_multiple_inputs" => match (
+                state,
+                field("user_name", "name"),
+                got("greeting"),
+                got("client_roots"),
+            ) {
+                (Some("multi"), Some(n), Some(g), Some(r)) => texts(format!(
+                    "{n} / {} / {}",
+                    g.pointer("/content/text")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    r["roots"]
+                )),
+                _ => input_required(
+                    json!({
+                        "user_name": elicit_request("What is your name?", "name", "string"),
+                        "greeting": sample_request("Say hello"),
+                        "client_roots": {"method": "roots/list"},
+                    }),
+                    Some("multi"),
+                ),
+            },
+            "test_input_required_result_multi_round" => match state {
+                Some("round1") if got("step1").is_some() => {
+                    let n = field("step1", "name").unwrap_or_default();
+                    input_required(
+                        json!({"step2": elicit_request("What is your favourite color?", "color", "string")}),
+                        Some(&format!("round2:{n}")),
+                    )
+                }
+                Some(st) if st.starts_with("round2:") && got("step2").is_some() => texts(format!(
+                    "{} likes {}",
+                    &st[7..],
+                    field("step2", "color").unwrap_or_default()
+                )),
+                _ => input_required(
+                    json!({"step1": elicit_request("What is your name?", "name", "string")}),
+                    Some("round1"),
+                ),
+            },
+            "test_input_required_result_capabilities" => {
+                if responses.is_some_and(|r| !r.is_empty()) {
+                    texts("capabilities-ok".into())
+                } else {
+                    let mut asks = serde_json::Map::new();
+                    if caps.get("elicitation").is_some() {
+                        asks.insert(
+                            "elicit_input".into(),
+                            elicit_request("What is your name?", "name", "string"),
+                        );
+                    }
+                    if caps.get("sampling").is_some() {
+                        asks.insert("sample_input".into(), sample_request("Say hello"));
+                    }
+                    if asks.is_empty() {
+                        texts("No supported capabilities declared".into())
+                    } else {
+                        input_required(Value::Object(asks), None)
+                    }
+                }
+            }
+            _ => complete(legacy(call_tool(s, params))?),
+        },
+        other => return Err(err(-32601, format!("Method not found: {other}"))),
+    };
+    Ok(Some(answer))
+}
+
 fn main() {
     let server = Arc::new(Server {
         out: Mutex::new(std::io::stdout()),
@@ -591,6 +825,7 @@ fn main() {
         level: Mutex::new(0),
         extra_tool: AtomicBool::new(false),
         extra_prompt: AtomicBool::new(false),
+        stateless: std::env::args().any(|a| a == "--stateless"),
     });
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
@@ -606,6 +841,15 @@ fn main() {
                     msg.get("params").cloned().unwrap_or(json!({})),
                 );
                 std::thread::spawn(move || {
+                    if server.stateless {
+                        let reply = match handle_stateless(&server, &id, &method, &params) {
+                            Ok(None) => return,
+                            Ok(Some(r)) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+                            Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
+                        };
+                        server.send(&reply);
+                        return;
+                    }
                     let reply = match handle(&server, &method, &params) {
                         Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
                         Err((code, message)) => {

@@ -144,7 +144,8 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                 in_flight.retain(|_, t| !t.is_finished());
                 if peer.is_stateless() {
                     let msg: Value = serde_json::from_slice(&line).unwrap_or_default();
-                    if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+                    if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+                    {
                         if let Some(t) = msg
                             .pointer("/params/requestId")
                             .and_then(|id| in_flight.remove(&id.to_string()))

@@ -73,7 +73,11 @@ impl Conn {
             let Some(token) = self.bearer_or_report().await else {
                 return;
             };
-            let mut req = self.request(reqwest::Method::POST, token.as_deref(), !is_init && !stateless);
+            let mut req = self.request(
+                reqwest::Method::POST,
+                token.as_deref(),
+                !is_init && !stateless,
+            );
             if stateless {
                 for (k, v) in crate::modern::request_headers(&msg) {
                     req = req.header(k, v);
