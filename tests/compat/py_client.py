@@ -6,10 +6,11 @@ Usage: py_client.py URL MODE    (MODE: auto | legacy | 2026-07-28)
 Prints one JSON object: the protocol version it ended up speaking, how many tools it saw, and
 what a plain call, a sampling call, an elicitation call and a tools/list_changed subscription
 (2026-07-28 only) returned. The tools are server-everything's (prefix `everything__`) and
-fixture-everything's (prefix `fx__`).
+fixture-everything's (prefix `fx__`); MCP_COMPAT_TOOLS (JSON) names others for the first three.
 """
 import asyncio
 import json
+import os
 import sys
 
 from mcp import Client, StdioServerParameters, types
@@ -43,13 +44,16 @@ async def main():
     ) as c:
         out["version"] = c.protocol_version
         out["tools"] = len((await c.list_tools()).tools)
-        out["sum"] = text_of(await c.call_tool("everything__get-sum", {"a": 2, "b": 3}))
-        out["sampling"] = text_of(
-            await c.call_tool("everything__trigger-sampling-request", {"prompt": "hi"})
-        )
-        out["elicitation"] = text_of(
-            await c.call_tool("everything__trigger-elicitation-request", {})
-        )
+        # MCP_COMPAT_TOOLS overrides the three calls: {"sum": [name, args], "sampling": ..., ...}
+        tools = {
+            "sum": ["everything__get-sum", {"a": 2, "b": 3}],
+            "sampling": ["everything__trigger-sampling-request", {"prompt": "hi"}],
+            "elicitation": ["everything__trigger-elicitation-request", {}],
+            **json.loads(os.environ.get("MCP_COMPAT_TOOLS", "{}")),
+        }
+        for what in ("sum", "sampling", "elicitation"):
+            name, args = tools[what]
+            out[what] = text_of(await c.call_tool(name, args))
         out["multi_round"] = text_of(await c.call_tool("fx__test_input_required_result_multi_round", {}))
         if mode != "legacy":
             async with c.listen(tools_list_changed=True) as sub:

@@ -76,9 +76,16 @@ await client.connect(transport);
 const out = {};
 out.version = client.getNegotiatedProtocolVersion();
 out.tools = (await client.listTools()).tools.length;
-out.sum = await call("everything__get-sum", { a: 2, b: 3 });
-out.sampling = await call("everything__trigger-sampling-request", { prompt: "hi" });
-out.elicitation = await call("everything__trigger-elicitation-request", {});
+// MCP_COMPAT_TOOLS overrides the three calls: {"sum": [name, args], "sampling": …, "elicitation": …}.
+const tools = {
+  sum: ["everything__get-sum", { a: 2, b: 3 }],
+  sampling: ["everything__trigger-sampling-request", { prompt: "hi" }],
+  elicitation: ["everything__trigger-elicitation-request", {}],
+  ...JSON.parse(process.env.MCP_COMPAT_TOOLS || "{}"),
+};
+out.sum = await call(...tools.sum);
+out.sampling = await call(...tools.sampling);
+out.elicitation = await call(...tools.elicitation);
 out.multi_round = await call("fx__test_input_required_result_multi_round", {});
 if (client.getProtocolEra() === "modern") {
   let gotEvent;

@@ -8,7 +8,7 @@
 // Surface: tool `add` {a, b} -> "sum: N"; tool `ask-name` asks for a name through an
 // input_required elicitation round and answers "Hello, NAME!"; resource `demo://ts2` ("ts2
 // resource"); prompt `greet` {name}. The SDK is loaded from $MCP_TS2_DIR/node_modules (default:
-// <repo>/.tools/compat), so the script needs no NODE_PATH. Prints "listening PORT" once ready.
+// <repo>/.tools/compat), so the script needs no NODE_PATH. Prints "listening PORT" on stderr once ready.
 import { createServer } from "node:http";
 import { Readable } from "node:stream";
 import { pathToFileURL, fileURLToPath } from "node:url";
@@ -104,7 +104,7 @@ const http = createServer(async (req, res) => {
     }
   }
 });
-http.listen(port, "127.0.0.1", () => console.log(`listening ${port}`));
+http.listen(port, "127.0.0.1", () => console.error(`listening ${port}`));
 const stop = async () => {
   await handler.close().catch(() => {});
   http.close();

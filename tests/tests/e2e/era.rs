@@ -46,6 +46,12 @@ impl Sdk {
 /// Runs the `sdk` client script with `args` (`URL MODE`, or `stdio MODE COMMAND…`); its
 /// JSON report.
 async fn sdk_client(tp: &ThirdParty, sdk: Sdk, args: &[&str]) -> Value {
+    sdk_client_with(tp, sdk, args, None).await
+}
+
+/// [`sdk_client`] with `MCP_COMPAT_TOOLS` naming the tools of the sum, sampling and elicitation
+/// calls.
+async fn sdk_client_with(tp: &ThirdParty, sdk: Sdk, args: &[&str], tools: Option<&Value>) -> Value {
     let mut cmd = match sdk {
         Sdk::Python => {
             let mut c = tokio::process::Command::new(tp.python());
@@ -58,6 +64,9 @@ async fn sdk_client(tp: &ThirdParty, sdk: Sdk, args: &[&str]) -> Value {
             c
         }
     };
+    if let Some(t) = tools {
+        cmd.env("MCP_COMPAT_TOOLS", t.to_string());
+    }
     let out = tokio::time::timeout(
         Duration::from_secs(90),
         cmd.args(args).kill_on_drop(true).output(),
@@ -84,14 +93,18 @@ async fn sdk_client(tp: &ThirdParty, sdk: Sdk, args: &[&str]) -> Value {
 /// elicitation relayed (input_required rounds for a 2026-07-28 client, requests on its stream
 /// for a 2025 one), two input rounds, and for 2026-07-28 a list change on subscriptions/listen.
 fn check_report(sdk: Sdk, mode: &str, tools: usize, r: &Value) {
+    check_report_of(sdk, mode, tools, r, "The sum of 2 and 3 is 5.", "Name: Ada");
+}
+
+fn check_report_of(sdk: Sdk, mode: &str, tools: usize, r: &Value, sum: &str, elicited_has: &str) {
     let want_version = if mode == "legacy" { "2025-11-25" } else { mode };
     assert_eq!(r["version"], want_version, "{r}");
     assert_eq!(r["tools"], tools, "the same catalog in both eras: {r}");
-    assert_eq!(r["sum"], "The sum of 2 and 3 is 5.", "{r}");
+    assert_eq!(r["sum"], sum, "{r}");
     let sampled = r["sampling"].as_str().unwrap_or("");
     assert!(sampled.contains("sampled by the"), "{r}");
     let elicited = r["elicitation"].as_str().unwrap_or("");
-    assert!(elicited.contains("Name: Ada"), "{r}");
+    assert!(elicited.contains(elicited_has), "{r}");
     // Two questions one after the other: two rounds, each with its own requestState.
     assert!(
         r["multi_round"]
@@ -146,6 +159,81 @@ async fn sdk_clients_of_both_eras_work_against_2025_upstreams_over_http_and_the_
             pairing(mode)
         ));
     }
+}
+
+#[tokio::test]
+async fn clients_of_both_eras_work_against_upstreams_that_speak_only_2026_07_28() {
+    let tp = ThirdParty::get();
+    // The TypeScript SDK 2.4.0 server, 2026-07-28 only (initialize refused, GET/DELETE 405).
+    let ts_port = free_port();
+    let mut ts = std::process::Command::new(tp.node());
+    ts.arg(tp.root.join("tests/js/ts2-server.mjs"))
+        .arg(ts_port.to_string());
+    let ts = Proc::spawn(ts);
+    ts.wait_log("the TypeScript server to listen", |l| {
+        l.contains("listening")
+    })
+    .await;
+    // The Python SDK 2.3.0 server, which serves both eras (the bridge's probe picks 2026-07-28).
+    let py_port = free_port();
+    let mut py = std::process::Command::new(tp.python());
+    py.arg(tp.py_server()).arg("http").arg(py_port.to_string());
+    let py = Proc::spawn(py);
+    py.wait_log("the Python server to listen", |l| {
+        l.contains("Uvicorn running")
+    })
+    .await;
+    // And our fixture over stdio, 2026-07-28 only: it refuses initialize with -32022.
+    let config = format!(
+        "[[upstream]]\nname = \"ts2\"\nurl = \"http://127.0.0.1:{ts_port}/mcp\"\n\n[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{py_port}/mcp\"\n\n[[upstream]]\nname = \"fx\"\ncommand = {:?}\nargs = [\"--stateless\"]\n",
+        bin("fixture-everything").display().to_string()
+    );
+    let (b, c) = bridge_with(&config, 3).await;
+    let status = b.status().await;
+    for u in status["upstreams"].as_array().unwrap() {
+        assert_eq!(u["protocol_version"], "2026-07-28", "{u}");
+    }
+    // A 2025 session calls each of them.
+    let sum = c.call_tool("py__add", json!({"a": 2, "b": 3})).await;
+    assert_eq!(text_of(&sum), "5", "{sum}");
+    let read = c
+        .request("resources/read", json!({"uri": "ts2+demo://ts2"}))
+        .await;
+    assert_eq!(
+        read["result"]["contents"][0]["text"], "ts2 resource",
+        "{read}"
+    );
+    let prompt = c
+        .request(
+            "prompts/get",
+            json!({"name": "ts2__greet", "arguments": {"name": "Bob"}}),
+        )
+        .await;
+    assert_eq!(
+        prompt["result"]["messages"][0]["content"]["text"], "Please greet Bob.",
+        "{prompt}"
+    );
+    // The SDK clients in both eras: input_required from the upstream answered by each client
+    // (real requests for a 2025 client, the bridge's own rounds under the upstream's keys for a
+    // 2026-07-28 one).
+    let tools = json!({
+        "sum": ["ts2__add", {"a": 2, "b": 3}],
+        "sampling": ["fx__test_input_required_result_sampling", {}],
+        "elicitation": ["ts2__ask-name", {}],
+    });
+    for sdk in [Sdk::Python, Sdk::TypeScript] {
+        for mode in ["legacy", "2026-07-28"] {
+            let count = c.tool_names().await.len();
+            let r = sdk_client_with(tp, sdk, &[&b.url, mode], Some(&tools)).await;
+            check_report_of(sdk, mode, count, &r, "sum: 5", "Hello, Ada!");
+            matrix(&format!(
+                "| bridge ({mode} client, HTTP) | {} | tools/list {count}, call, sampling, elicitation, two input rounds{} | 2026-07-28 only: TypeScript SDK server 2.4.0 (HTTP), fixture --stateless (stdio); both eras: Python SDK server 2.3.0 (HTTP, spoken 2026-07-28) | pass |",
+                sdk.label(),
+                pairing(mode)
+            ));
+        }
+    }
+    drop((ts, py));
 }
 
 /// A 2026-07-28 POST, as a client of `client` with `auth` would send it.
