@@ -37,4 +37,26 @@ for scenario in initialize tools_call sse-retry; do
   if [ "$src" -ne 0 ]; then rc=1; tail -30 "$work/$scenario.txt"; fi
 done
 echo "conformance (client transport scenarios through the bridge): $passed passed, $failed failed"
+
+# The 2026-07-28 required client set (0.2.0-alpha.12): authorization scenarios against the
+# agent's OAuth code (iss checks, resource validation, authorization-server migration), the
+# others through the bridge's HTTP client (per-request _meta, the 2026 headers, Mcp-Param
+# mirroring, input_required rounds). `--requirements` fails only on a failure in a required
+# scenario; the extensions it also runs (client credentials, DPoP, …) are reported, not scored.
+conf26="$tools/conf-2026/node_modules/.bin/conformance"
+set +e
+(cd "$work" && "$conf26" client --command "$target/conformance-client --via-bridge" --requirements 2026-07-28) > "$work/client26.txt" 2>&1
+r26=$?
+set -e
+"$conf26" list --requirements 2026-07-28 | sed -n '/^Client scenarios/,/^$/p' | sed -n 's/^  - //p' > "$work/required26.txt"
+p26=0; f26=0
+while read -r name; do
+  line=$(grep -E "^(✓|✗) $name: " "$work/client26.txt" | head -1)
+  case "$line" in
+    *" 0 failed"*) p26=$((p26 + 1)); case "$line" in *warning*) echo "  $line" ;; esac ;;
+    *) f26=$((f26 + 1)); echo "  failed: ${line:-$name (not run)}" ;;
+  esac
+done < "$work/required26.txt"
+echo "conformance (2026-07-28 required client scenarios: agent auth, bridge transport): $p26 passed, $f26 failed of $((p26 + f26))"
+if [ "$r26" -ne 0 ]; then rc=1; tail -40 "$work/client26.txt"; fi
 exit "$rc"

@@ -79,12 +79,17 @@ async fn browser_login(
     // Without a running bridge on the callback port, receive the redirect here.
     match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => {
-            let (state, code, error) =
+            let (state, code, error, iss) =
                 tokio::time::timeout(Duration::from_secs(600), accept_callback(&listener))
                     .await
                     .context("no redirect within 10 minutes")??;
             match client
-                .request(Request::CompleteLogin { state, code, error })
+                .request(Request::CompleteLogin {
+                    state,
+                    code,
+                    error,
+                    iss,
+                })
                 .await?
             {
                 Response::Ack => Ok(()),
@@ -110,9 +115,10 @@ async fn browser_login(
 }
 
 /// Serves one `GET /oauth/callback?code=..&state=..` and returns its parameters.
-async fn accept_callback(
-    listener: &tokio::net::TcpListener,
-) -> anyhow::Result<(String, Option<String>, Option<String>)> {
+/// The redirect's state, code, error and iss.
+type Callback = (String, Option<String>, Option<String>, Option<String>);
+
+async fn accept_callback(listener: &tokio::net::TcpListener) -> anyhow::Result<Callback> {
     loop {
         let (mut sock, _) = listener.accept().await?;
         let mut buf = vec![0u8; 8192];
@@ -139,6 +145,11 @@ async fn accept_callback(
         };
         let body = "<html><body>mcp-bridge: login received, you can close this tab.</body></html>";
         let _ = sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await;
-        return Ok((get("state").unwrap_or_default(), get("code"), get("error")));
+        return Ok((
+            get("state").unwrap_or_default(),
+            get("code"),
+            get("error"),
+            get("iss"),
+        ));
     }
 }

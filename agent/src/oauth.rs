@@ -233,6 +233,39 @@ pub async fn discover(
     })
 }
 
+/// Checks the `iss` of an authorization response (RFC 9207; MCP 2026-07-28): a present `iss`
+/// must equal the issuer the login started with, byte for byte (no case folding, default-port
+/// or trailing-slash normalisation), whether or not the server advertised it; an absent one is
+/// refused when the server's metadata says it sends one
+/// (`authorization_response_iss_parameter_supported`). This stops a mix-up attack: a code
+/// from another authorization server is never exchanged here.
+pub fn check_iss(issuer: &str, advertised: bool, iss: Option<&str>) -> Result<(), String> {
+    match iss {
+        Some(i) if i != issuer => Err(format!(
+            "the authorization response came from issuer {:?}, expected {:?}",
+            short(i),
+            short(issuer)
+        )),
+        None if advertised => Err(format!(
+            "the authorization server {} says it names itself in its responses (iss), and this one did not",
+            short(issuer)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the protected-resource metadata's `resource` is for the MCP server's URL: the same
+/// origin (scheme, host, port). A token is issued for the resource, so a document naming
+/// another origin would have the agent fetch a token meant for someone else (RFC 9728 §3.3,
+/// the MCP authorization spec). The path is not compared: one server often serves `/mcp` and
+/// the legacy `/sse` under one document naming either.
+fn resource_covers(resource: &str, mcp_url: &str) -> bool {
+    match (Url::parse(resource), Url::parse(mcp_url)) {
+        (Ok(r), Ok(m)) => r.origin() == m.origin(),
+        _ => false,
+    }
+}
+
 /// What the protected-resource metadata (RFC 9728) of an MCP server says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceMetadata {
@@ -257,6 +290,13 @@ pub fn resource_metadata(prm: &Value, mcp_url: &str) -> Result<ResourceMetadata,
         ))
     })?;
     let resource = prm["resource"].as_str().unwrap_or(mcp_url).to_owned();
+    if !resource_covers(&resource, mcp_url) {
+        return Err(OAuthError::Discovery(format!(
+            "the protected-resource metadata is for {}, not for {} (refusing to authorize with it)",
+            short(&resource),
+            short(mcp_url)
+        )));
+    }
     let scopes_supported = prm["scopes_supported"]
         .as_array()
         .map(|a| {
@@ -732,6 +772,56 @@ pub async fn revoke(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn iss_is_compared_exactly_and_required_when_advertised() {
+        let issuer = "https://auth.example.com";
+        assert!(check_iss(issuer, true, Some(issuer)).is_ok());
+        assert!(check_iss(issuer, false, None).is_ok());
+        assert!(
+            check_iss(issuer, true, None).is_err(),
+            "advertised, then absent"
+        );
+        assert!(
+            check_iss(issuer, false, Some("https://evil.example")).is_err(),
+            "present and wrong, advertised or not"
+        );
+        assert!(
+            check_iss(issuer, true, Some("https://auth.example.com/")).is_err(),
+            "no trailing-slash normalisation"
+        );
+        assert!(
+            check_iss(issuer, true, Some("https://AUTH.example.com")).is_err(),
+            "no case folding"
+        );
+    }
+
+    #[test]
+    fn the_resource_must_cover_the_server_url() {
+        let ok = |r: &str, m: &str| resource_covers(r, m);
+        assert!(ok(
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com/mcp"
+        ));
+        assert!(ok("https://mcp.example.com", "https://mcp.example.com/mcp"));
+        assert!(ok(
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com/sse"
+        ));
+        assert!(!ok(
+            "https://evil.example.com/mcp",
+            "https://mcp.example.com/mcp"
+        ));
+        assert!(!ok(
+            "https://mcp.example.com:8443/mcp",
+            "https://mcp.example.com/mcp"
+        ));
+        assert!(!ok(
+            "http://mcp.example.com/mcp",
+            "https://mcp.example.com/mcp"
+        ));
+        assert!(!ok("not a url", "https://mcp.example.com/mcp"));
+    }
+
     use super::*;
 
     #[test]

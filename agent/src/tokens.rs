@@ -188,9 +188,12 @@ impl Agent {
                 challenge,
             } => self.scope_required(&upstream, &challenge).await,
             Request::Login { upstream } => self.login(&upstream).await,
-            Request::CompleteLogin { state, code, error } => {
-                self.complete_login(&state, code, error).await
-            }
+            Request::CompleteLogin {
+                state,
+                code,
+                error,
+                iss,
+            } => self.complete_login(&state, code, error, iss).await,
             Request::Logout { upstream } => self.logout(&upstream).await,
             Request::Status => Ok(self.status().await),
         };
@@ -640,8 +643,9 @@ impl Agent {
         state: &str,
         code: Option<String>,
         error: Option<String>,
+        iss: Option<String>,
     ) -> Result<Response, AgentError> {
-        self.complete(state, code, error, None).await?;
+        self.complete(state, code, error, iss).await?;
         Ok(Response::Ack)
     }
 
@@ -663,14 +667,12 @@ impl Agent {
         if let Some(e) = error {
             return Err(failed(format!("the authorization server answered {e}")));
         }
-        if let Some(iss) = iss
-            && iss != p.discovered.issuer
-        {
-            return Err(failed(format!(
-                "the authorization response came from issuer {iss:?}, expected {:?}",
-                p.discovered.issuer
-            )));
-        }
+        oauth::check_iss(
+            &p.discovered.issuer,
+            p.discovered.iss_parameter_supported,
+            iss.as_deref(),
+        )
+        .map_err(failed)?;
         let code = code.ok_or_else(|| failed("the redirect carried no code".into()))?;
         let cfg = self.known(&p.upstream)?;
         let resource = cfg.send_resource.then(|| p.discovered.resource.clone());

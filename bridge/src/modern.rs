@@ -121,8 +121,7 @@ fn decoded(v: &str) -> Option<String> {
 /// A header value as a 2026-07-28 client sends it: as is when it is plain visible ASCII, else
 /// in the `=?base64?…?=` form.
 pub fn encode_header(v: &str) -> String {
-    let plain = !v.is_empty()
-        && v.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ')
+    let plain = v.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ')
         && !v.starts_with(' ')
         && !v.ends_with(' ')
         && !v.starts_with("=?");
@@ -134,6 +133,39 @@ pub fn encode_header(v: &str) -> String {
             base64::engine::general_purpose::STANDARD.encode(v)
         )
     }
+}
+
+/// Whether `name` can be the `{Name}` of an `Mcp-Param-{Name}` header: a non-empty HTTP token.
+fn header_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The `Mcp-Param-{Name}` headers of a `tools/call`: each argument whose property in the
+/// tool's `inputSchema` is marked `x-mcp-header: Name`, mirrored (strings encoded like every
+/// header value, numbers and booleans as JSON writes them, null or absent left out).
+pub fn param_headers(input_schema: &Value, arguments: &Value) -> Vec<(String, String)> {
+    let Some(props) = input_schema.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (param, schema) in props {
+        let Some(name) = schema.get("x-mcp-header").and_then(Value::as_str) else {
+            continue;
+        };
+        if !header_token(name) {
+            continue;
+        }
+        let value = match arguments.get(param) {
+            Some(Value::String(s)) => encode_header(s),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            _ => continue,
+        };
+        out.push((format!("mcp-param-{name}"), value));
+    }
+    out
 }
 
 /// The headers a 2026-07-28 POST of `msg` carries: the version of its `_meta`, the method,
@@ -1220,7 +1252,14 @@ mod tests {
 
     #[test]
     fn header_values_round_trip() {
-        for v in ["tools/call", "héllo wörld", " padded ", "=?base64?x?="] {
+        for v in [
+            "tools/call",
+            "héllo wörld",
+            " padded ",
+            "=?base64?x?=",
+            "",
+            "a\tb",
+        ] {
             assert_eq!(decoded(&encode_header(v)).as_deref(), Some(v));
         }
         let h = request_headers(
@@ -1229,6 +1268,25 @@ mod tests {
         assert_eq!(h[0], ("mcp-protocol-version", VERSION.to_owned()));
         assert_eq!(h[1], ("mcp-method", "tools/call".to_owned()));
         assert_eq!(decoded(&h[2].1).as_deref(), Some("ünï"));
+    }
+
+    #[test]
+    fn annotated_parameters_are_mirrored() {
+        let schema = json!({"properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "n": {"type": "integer", "x-mcp-header": "Priority"},
+            "flag": {"type": "boolean", "x-mcp-header": "Verbose"},
+            "plain": {"type": "string"},
+            "bad": {"type": "string", "x-mcp-header": "Has Space"},
+        }});
+        let mut h = param_headers(
+            &schema,
+            &json!({"region": "Hello, 世界", "n": 42, "flag": null, "plain": "x", "bad": "y"}),
+        );
+        h.sort();
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[0], ("mcp-param-Priority".to_owned(), "42".to_owned()));
+        assert_eq!(decoded(&h[1].1).as_deref(), Some("Hello, 世界"));
     }
 
     #[test]

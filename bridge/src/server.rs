@@ -710,6 +710,7 @@ async fn oauth_callback(
         state: pairs.get("state").cloned().unwrap_or_default(),
         code: pairs.get("code").cloned(),
         error: pairs.get("error").cloned(),
+        iss: pairs.get("iss").cloned(),
     };
     let (status, text) = match bridge.registry.agent.request(request).await {
         Ok(proto::Response::Ack) => {

@@ -90,6 +90,9 @@ pub enum Request {
         code: Option<String>,
         #[serde(default)]
         error: Option<String>,
+        /// The redirect's `iss` (RFC 9207), checked against the authorization server.
+        #[serde(default)]
+        iss: Option<String>,
     },
     Status,
 }
@@ -280,6 +283,7 @@ mod tests {
                 state: "s".into(),
                 code: Some("c".into()),
                 error: None,
+                iss: None,
             },
             Request::Status,
             Request::Login {

@@ -54,6 +54,15 @@ fn stateless_meta(up: &Upstream) -> serde_json::Map<String, Value> {
     m
 }
 
+/// Whether an error is -32022 (unsupported version) listing 2026-07-28 as supported.
+fn names_stateless(e: &RpcError) -> bool {
+    e.code() == Some(modern::UNSUPPORTED_VERSION)
+        && e.0
+            .pointer("/data/supported")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(modern::VERSION)))
+}
+
 /// Whether a `server/discover` answer offers a version the bridge speaks statelessly.
 fn offers_stateless(discover: &Value) -> bool {
     discover
@@ -79,7 +88,17 @@ pub(crate) async fn handshake(
     };
     if discover_first {
         let params = serde_json::json!({ "_meta": stateless_meta(up) });
-        match peer.call("server/discover", Some(params), timeout).await {
+        let mut probe = peer
+            .call("server/discover", Some(params.clone()), timeout)
+            .await;
+        // Refused with -32022 naming the version the bridge sent: a server that rejects a
+        // client's first choice; ask once more rather than fall back to an era it refuses.
+        if let Err(CallError::Rpc(e)) = &probe
+            && names_stateless(e)
+        {
+            probe = peer.call("server/discover", Some(params), timeout).await;
+        }
+        match probe {
             Ok(d) if offers_stateless(&d) => {
                 return stateless_handshake(up, peer, d, timeout).await;
             }
@@ -99,14 +118,7 @@ pub(crate) async fn handshake(
         }
     }
     match initialize(up, peer, timeout).await {
-        Err(CallError::Rpc(e))
-            if up.era != Era::Legacy
-                && e.code() == Some(modern::UNSUPPORTED_VERSION)
-                && e.0
-                    .pointer("/data/supported")
-                    .and_then(Value::as_array)
-                    .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(modern::VERSION))) =>
-        {
+        Err(CallError::Rpc(e)) if up.era != Era::Legacy && names_stateless(&e) => {
             tracing::info!(upstream = %up.name, "the upstream refused initialize and speaks {}; connecting statelessly", modern::VERSION);
             let params = serde_json::json!({ "_meta": stateless_meta(up) });
             let d = peer.call("server/discover", Some(params), timeout).await?;

@@ -1,7 +1,10 @@
 //! A client command for the MCP conformance suite's client scenarios, built on the credential
 //! agent's OAuth code (discovery, registration, PKCE, headless consent, token requests):
-//! `conformance-client <server-url>`. It initializes, lists tools and calls the first tool,
-//! authorizing when the server answers 401 and stepping up on 403 `insufficient_scope`.
+//! `conformance-client <server-url>`. It initializes, lists tools and calls the tools the
+//! scenario asks for, authorizing when the server answers 401 and stepping up on 403
+//! `insufficient_scope`. When the runner asks for MCP 2026-07-28
+//! (`MCP_CONFORMANCE_PROTOCOL_VERSION`) it speaks it: no `initialize`, `_meta` and the 2026
+//! headers on every request.
 
 use std::time::Duration;
 
@@ -39,7 +42,11 @@ impl Session {
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }
-        if let Some(v) = &self.version {
+        if msg.pointer("/params/_meta").is_some() {
+            for (k, v) in mcp_bridge::modern::request_headers(msg) {
+                req = req.header(k, v);
+            }
+        } else if let Some(v) = &self.version {
             req = req.header("mcp-protocol-version", v);
         }
         let resp = req.body(msg.to_string()).send().await?;
@@ -93,18 +100,30 @@ async fn authorize(
     http: &reqwest::Client,
     url: &str,
     scope_hint: Option<&str>,
-    creds: &mut Option<ClientCreds>,
+    clients: &mut std::collections::HashMap<String, ClientCreds>,
+    requested: &mut Vec<String>,
 ) -> anyhow::Result<String> {
     let mut d = oauth::discover(http, url, &[], true).await?;
     if let Some(s) = scope_hint {
         d.scopes = s.split_whitespace().map(str::to_owned).collect();
     }
-    if creds.is_none() {
+    // A step-up asks for what was asked before and what the challenge adds, as the agent does
+    // (its extra scopes accumulate per upstream).
+    for old in requested.iter() {
+        if !d.scopes.contains(old) {
+            d.scopes.insert(0, old.clone());
+        }
+    }
+    requested.clone_from(&d.scopes);
+    // Kept per authorization server, as the agent keeps them: a server that moved to another
+    // authorization server gets a registration there, never the old server's client id.
+    if !clients.contains_key(&d.issuer) {
         let context: Value = std::env::var("MCP_CONFORMANCE_CONTEXT")
             .ok()
             .and_then(|c| serde_json::from_str(&c).ok())
             .unwrap_or_default();
-        *creds = Some(
+        clients.insert(
+            d.issuer.clone(),
             match (context["client_id"].as_str(), &d.registration_endpoint) {
                 (Some(id), _) => ClientCreds {
                     client_id: id.to_owned(),
@@ -118,10 +137,15 @@ async fn authorize(
             },
         );
     }
-    let creds = creds.as_ref().ok_or_else(|| anyhow::anyhow!("no client"))?;
+    let creds = clients
+        .get(&d.issuer)
+        .ok_or_else(|| anyhow::anyhow!("no client"))?;
     let pending = oauth::authorization_request(&d, &creds.client_id, REDIRECT, true)?;
     let consent::Outcome::Redirected {
-        code, state, error, ..
+        code,
+        state,
+        error,
+        iss,
     } = consent::headless(
         http,
         &pending.authorization_url,
@@ -140,6 +164,8 @@ async fn authorize(
     if state.as_deref() != Some(pending.state.as_str()) {
         anyhow::bail!("state mismatch");
     }
+    oauth::check_iss(&d.issuer, d.iss_parameter_supported, iss.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let code = code.ok_or_else(|| anyhow::anyhow!("no code"))?;
     let t = oauth::exchange_code(
         http,
@@ -154,7 +180,7 @@ async fn authorize(
     Ok(t.access_token)
 }
 
-async fn run(url: &str) -> anyhow::Result<()> {
+async fn run(url: &str, via_bridge: bool) -> anyhow::Result<()> {
     let http = oauth::http_client();
     let mut s = Session {
         http: http.clone(),
@@ -163,19 +189,38 @@ async fn run(url: &str) -> anyhow::Result<()> {
         session: None,
         version: None,
     };
-    let mut creds = None;
+    let mut creds = std::collections::HashMap::new();
+    let mut requested = Vec::new();
     let mut authorizations = 0;
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "mcp-bridge-conformance-client", "version": env!("CARGO_PKG_VERSION")}}});
-    let steps = [
-        init,
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}),
-    ];
+    // Through a bridge the bridge is the client under test; this one stays in the 2025 era.
+    let stateless = !via_bridge
+        && std::env::var("MCP_CONFORMANCE_PROTOCOL_VERSION").as_deref()
+            == Ok(mcp_bridge::modern::VERSION);
+    let steps = if stateless {
+        vec![json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})]
+    } else {
+        vec![
+            init,
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}),
+        ]
+    };
+    let with_meta = |mut m: Value| {
+        if stateless && m.get("id").is_some() {
+            m["params"]["_meta"] = json!({
+                mcp_bridge::modern::META_VERSION: mcp_bridge::modern::VERSION,
+                mcp_bridge::modern::META_CAPABILITIES: {},
+                mcp_bridge::modern::META_CLIENT: {"name": "mcp-bridge-conformance-client", "version": env!("CARGO_PKG_VERSION")},
+            });
+        }
+        m
+    };
     let mut tool: Option<String> = None;
-    let mut queue: Vec<Value> = steps.to_vec();
+    let mut queue: Vec<Value> = steps;
     let mut i = 0;
     while i < queue.len() {
-        let msg = queue[i].clone();
+        let msg = with_meta(queue[i].clone());
         match s.post(&msg).await? {
             Answer::Ok(v) => {
                 if msg["method"] == "initialize" {
@@ -189,8 +234,8 @@ async fn run(url: &str) -> anyhow::Result<()> {
                         .pointer("/result/tools/0/name")
                         .and_then(Value::as_str)
                         .map(str::to_owned);
-                    if let Some(t) = &tool {
-                        queue.push(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": t, "arguments": {}}}));
+                    for (n, (name, args)) in scenario_calls(&v).into_iter().enumerate() {
+                        queue.push(json!({"jsonrpc": "2.0", "id": 3 + n, "method": "tools/call", "params": {"name": name, "arguments": args}}));
                     }
                 }
                 i += 1;
@@ -200,7 +245,9 @@ async fn run(url: &str) -> anyhow::Result<()> {
                 if authorizations > 3 {
                     anyhow::bail!("still not authorized after 3 authorizations; giving up");
                 }
-                s.token = Some(authorize(&http, url, c.scope.as_deref(), &mut creds).await?);
+                s.token = Some(
+                    authorize(&http, url, c.scope.as_deref(), &mut creds, &mut requested).await?,
+                );
             }
             Answer::Status(code) if msg.get("id").is_none() => {
                 let _ = code;
@@ -211,6 +258,46 @@ async fn run(url: &str) -> anyhow::Result<()> {
     }
     let _ = tool;
     Ok(())
+}
+
+/// The tool calls a scenario asks for, from what the runner passes
+/// (`MCP_CONFORMANCE_SCENARIO`, `MCP_CONFORMANCE_CONTEXT`): the context's `toolCalls` if it
+/// names some; `tools_call`'s `add_numbers` with 2 and 3; every listed tool in order for the
+/// MRTR client scenario; else the first tool with no arguments.
+fn scenario_calls(listed: &Value) -> Vec<(String, Value)> {
+    let context: Value = std::env::var("MCP_CONFORMANCE_CONTEXT")
+        .ok()
+        .and_then(|c| serde_json::from_str(&c).ok())
+        .unwrap_or(Value::Null);
+    if let Some(calls) = context.get("toolCalls").and_then(Value::as_array) {
+        return calls
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.get("name")?.as_str()?.to_owned(),
+                    c.get("arguments").cloned().unwrap_or(json!({})),
+                ))
+            })
+            .collect();
+    }
+    let names: Vec<String> = listed
+        .pointer("/result/tools")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t.get("name")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    match std::env::var("MCP_CONFORMANCE_SCENARIO").as_deref() {
+        Ok("tools_call") => names
+            .into_iter()
+            .take(1)
+            .map(|n| (n, json!({"a": 2, "b": 3})))
+            .collect(),
+        Ok("sep-2322-client-request-state") => names.into_iter().map(|n| (n, json!({}))).collect(),
+        _ => names.into_iter().take(1).map(|n| (n, json!({}))).collect(),
+    }
 }
 
 /// Starts the bridge with `upstream` as its only upstream and returns its MCP URL.
@@ -275,7 +362,7 @@ async fn via_bridge(upstream: &str) -> anyhow::Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        run(&url).await
+        run(&url, true).await
     }
     .await;
     let _ = child.kill();
@@ -286,7 +373,11 @@ async fn via_bridge(upstream: &str) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let bridge = args.iter().any(|a| a == "--via-bridge");
+    // Authorization scenarios test the agent's OAuth code, which this command drives itself;
+    // the others test the bridge's HTTP client, so they go through a bridge.
+    let auth_scenario =
+        std::env::var("MCP_CONFORMANCE_SCENARIO").is_ok_and(|s| s.starts_with("auth/"));
+    let bridge = args.iter().any(|a| a == "--via-bridge") && !auth_scenario;
     let Some(url) = args.iter().rfind(|a| !a.starts_with("--")).cloned() else {
         eprintln!("usage: conformance-client [--via-bridge] <server-url>");
         return std::process::ExitCode::from(2);
@@ -299,7 +390,7 @@ fn main() -> std::process::ExitCode {
         if bridge {
             via_bridge(&url).await
         } else {
-            run(&url).await
+            run(&url, false).await
         }
     };
     match rt.block_on(async { tokio::time::timeout(Duration::from_secs(25), work).await }) {

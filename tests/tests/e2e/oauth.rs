@@ -313,6 +313,7 @@ async fn a_forged_callback_is_refused() {
             state: "forged-state".into(),
             code: Some("code-from-elsewhere".into()),
             error: None,
+            iss: None,
         })
         .await;
     assert!(

@@ -82,6 +82,11 @@ impl Conn {
                 for (k, v) in crate::modern::request_headers(&msg) {
                     req = req.header(k, v);
                 }
+                if method == "tools/call" {
+                    for (k, v) in self.param_headers(&msg) {
+                        req = req.header(k, v);
+                    }
+                }
             }
             let resp = req
                 .header("accept", "application/json, text/event-stream")
@@ -241,6 +246,26 @@ impl Conn {
             }
             return;
         }
+    }
+
+    /// The `Mcp-Param-*` headers of a `tools/call`, from the tool's listed `inputSchema`.
+    fn param_headers(&self, msg: &Value) -> Vec<(String, String)> {
+        let Some(name) = msg.pointer("/params/name").and_then(Value::as_str) else {
+            return Vec::new();
+        };
+        let lists = self.up.lists();
+        let Some(tool) = lists
+            .tools
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+        else {
+            return Vec::new();
+        };
+        let empty = json!({});
+        crate::modern::param_headers(
+            tool.get("inputSchema").unwrap_or(&empty),
+            msg.pointer("/params/arguments").unwrap_or(&empty),
+        )
     }
 
     /// Dispatches a message that arrived in the answer to our request `cause`: server→client
