@@ -168,6 +168,61 @@ pub fn param_headers(input_schema: &Value, arguments: &Value) -> Vec<(String, St
     out
 }
 
+/// Compares the `Mcp-Param-*` headers a client sent with the arguments they mirror (the tool's
+/// `x-mcp-header` parameters): one that disagrees is 400 -32020, since something between the
+/// client and the bridge routed on a value the call does not carry. An absent header, or one
+/// for a parameter the tool does not mark, is let through.
+fn check_param_headers(
+    bridge: &Bridge,
+    headers: &HeaderMap,
+    id: &Value,
+    params: &Value,
+) -> Option<Response> {
+    let sent: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.as_str().strip_prefix("mcp-param-")?;
+            Some((name.to_owned(), decoded(v.to_str().ok()?)?))
+        })
+        .collect();
+    if sent.is_empty() {
+        return None;
+    }
+    let name = params.get("name").and_then(Value::as_str)?;
+    let catalog = bridge.registry.catalog();
+    let route = catalog.routes.get(name)?;
+    let lists = route.upstream.lists();
+    let tool = lists
+        .tools
+        .iter()
+        .find(|t| t.get("name").and_then(Value::as_str) == Some(route.tool.as_str()))?;
+    let empty = json!({});
+    let expected = param_headers(
+        tool.get("inputSchema").unwrap_or(&empty),
+        params.get("arguments").unwrap_or(&empty),
+    );
+    for (header, value) in expected {
+        let Some(want) = decoded(&value) else {
+            continue;
+        };
+        let param = header.trim_start_matches("mcp-param-").to_ascii_lowercase();
+        if let Some((_, got)) = sent.iter().find(|(n, _)| *n == param)
+            && *got != want
+        {
+            return Some(error(
+                StatusCode::BAD_REQUEST,
+                id,
+                HEADER_MISMATCH,
+                &format!(
+                    "the Mcp-Param-{param} header ({got:?}) does not match the argument it mirrors ({want:?})"
+                ),
+                None,
+            ));
+        }
+    }
+    None
+}
+
 /// The headers a 2026-07-28 POST of `msg` carries: the version of its `_meta`, the method,
 /// and the name of what `tools/call`, `prompts/get` and `resources/read` address.
 pub fn request_headers(msg: &Value) -> Vec<(&'static str, String)> {
@@ -354,6 +409,11 @@ pub async fn handle(bridge: Arc<Bridge>, headers: HeaderMap, msg: Value) -> Resp
             list(&bridge, &id, &method, &params).await
         }
         "tools/call" | "prompts/get" | "resources/read" | "completion/complete" => {
+            if method == "tools/call"
+                && let Some(resp) = check_param_headers(&bridge, &headers, &id, &params)
+            {
+                return resp;
+            }
             call(bridge, &headers, id, method, params, meta).await
         }
         "subscriptions/listen" => listen(&bridge, id, &params),

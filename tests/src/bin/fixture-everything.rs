@@ -166,6 +166,11 @@ fn input_tools() -> Vec<Value> {
             "test_input_required_result_capabilities",
             "Asks the client's model by sampling",
         ),
+        tool(
+            "test_param_header",
+            "Echoes its region, a parameter 2026-07-28 clients mirror in the Mcp-Param-Region header",
+            json!({"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}, "required": ["region"]}),
+        ),
     ]
 }
 
@@ -373,6 +378,10 @@ fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
             content(vec![text("prompt list changed")])
         }
         "test_dynamic_tool" => content(vec![text("dynamic")]),
+        "test_param_header" => content(vec![text(format!(
+            "region: {}",
+            args["region"].as_str().unwrap_or("")
+        ))]),
         "test_input_required_result_list_roots" => {
             let roots = s.ask("roots/list", json!({})).map_err(asked)?;
             content(vec![text(format!("roots: {}", roots["roots"]))])

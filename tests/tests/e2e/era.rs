@@ -379,3 +379,49 @@ async fn modern_traffic_gets_405_for_get_and_delete_and_2025_sessions_are_untouc
     assert_eq!(v["error"]["code"], -32601, "{v}");
     assert_eq!(v["id"], 7, "{v}");
 }
+
+#[tokio::test]
+async fn an_mcp_param_header_must_agree_with_the_argument_it_mirrors() {
+    let (b, _c) = bridge_with(
+        &format!(
+            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\n",
+            bin("fixture-everything").display().to_string()
+        ),
+        1,
+    )
+    .await;
+    let call = async |header: Option<&str>| {
+        let mut req = reqwest::Client::new()
+            .post(&b.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "fx__test_param_header");
+        if let Some(h) = header {
+            req = req.header("mcp-param-region", h);
+        }
+        let resp = req
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+                "name": "fx__test_param_header", "arguments": {"region": "eu-west1"},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {}}}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.unwrap())
+    };
+    let (status, v) = call(Some("us-east1")).await;
+    assert_eq!((status, &v["error"]["code"]), (400, &json!(-32020)), "{v}");
+    let (status, v) = call(Some("eu-west1")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["content"][0]["text"], "region: eu-west1", "{v}");
+    // The base64 form is decoded before comparing; an absent header is let through.
+    let (status, v) = call(Some("=?base64?ZXUtd2VzdDE=?=")).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = call(None).await;
+    assert_eq!(status, 200, "{v}");
+}
