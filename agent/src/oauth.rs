@@ -130,6 +130,8 @@ pub struct Discovered {
     pub revocation_endpoint: Option<String>,
     pub scopes: Vec<String>,
     pub iss_parameter_supported: bool,
+    /// `client_id_metadata_document_supported`: a client may use its metadata URL as its id.
+    pub cimd_supported: bool,
 }
 
 /// Finds the authorization server of the MCP server at `mcp_url`.
@@ -229,6 +231,7 @@ pub async fn discover(
         registration_endpoint: server.registration_endpoint,
         revocation_endpoint: server.revocation_endpoint,
         iss_parameter_supported: server.iss_parameter_supported,
+        cimd_supported: server.cimd_supported,
         scopes,
     })
 }
@@ -320,6 +323,7 @@ pub struct ServerMetadata {
     pub registration_endpoint: Option<String>,
     pub revocation_endpoint: Option<String>,
     pub iss_parameter_supported: bool,
+    pub cimd_supported: bool,
 }
 
 /// Checks an authorization server's metadata against the issuer we looked it up for (the
@@ -351,6 +355,7 @@ pub fn server_metadata(meta: &Value, issuer: &str) -> Result<ServerMetadata, OAu
         registration_endpoint: field("registration_endpoint"),
         revocation_endpoint: field("revocation_endpoint"),
         iss_parameter_supported: meta["authorization_response_iss_parameter_supported"] == true,
+        cimd_supported: meta["client_id_metadata_document_supported"] == true,
     })
 }
 

@@ -61,6 +61,9 @@ pub struct OAuthUpstream {
     pub scopes: Vec<String>,
     pub send_resource: bool,
     pub client_id: Option<String>,
+    /// `client_metadata_url`: this client's metadata document (CIMD), used as its id where the
+    /// authorization server supports that.
+    pub client_metadata_url: Option<String>,
     /// `allow_local_oauth`: the OAuth endpoints may be on local or private addresses.
     pub allow_local: bool,
 }
@@ -108,6 +111,7 @@ fn oauth_upstreams(config: &Config) -> BTreeMap<String, OAuthUpstream> {
                 scopes,
                 resource,
                 client_id,
+                client_metadata_url,
                 allow_local_oauth,
                 ..
             } => Some((
@@ -117,6 +121,7 @@ fn oauth_upstreams(config: &Config) -> BTreeMap<String, OAuthUpstream> {
                     scopes: scopes.clone(),
                     send_resource: *resource,
                     client_id: client_id.clone(),
+                    client_metadata_url: client_metadata_url.clone(),
                     allow_local: *allow_local_oauth,
                 },
             )),
@@ -544,9 +549,11 @@ impl Agent {
                 d.scopes.push(s);
             }
         }
-        let creds = match cfg.client_id.as_deref() {
-            Some(id) => oauth::ClientCreds::public(id),
-            None => self
+        let creds = match (cfg.client_id.as_deref(), cfg.client_metadata_url.as_deref()) {
+            (Some(id), _) => oauth::ClientCreds::public(id),
+            // Client ID metadata document: the URL is the id, nothing to register.
+            (None, Some(url)) if d.cimd_supported => oauth::ClientCreds::public(url),
+            (None, _) => self
                 .client_for(&d)
                 .await
                 .map_err(|e| failed(e.to_string()))?,

@@ -217,6 +217,9 @@ pub enum Transport {
         /// Send the RFC 8707 `resource` parameter (off for servers such as Entra that refuse it).
         resource: bool,
         client_id: Option<String>,
+        /// The URL of this client's metadata document (CIMD): used as the client id where the
+        /// authorization server supports it, instead of registering.
+        client_metadata_url: Option<String>,
         /// Which HTTP transport to speak.
         transport: HttpTransport,
         /// Accept OAuth endpoints (metadata, registration, token, authorization) on loopback,
@@ -308,6 +311,7 @@ struct RawUpstream {
     scopes: Vec<String>,
     resource: Option<bool>,
     client_id: Option<String>,
+    client_metadata_url: Option<String>,
     request_timeout_secs: Option<f64>,
     startup_timeout_secs: Option<f64>,
     ping_interval_secs: Option<f64>,
@@ -326,6 +330,9 @@ enum RawRoots {
 fn explain(message: &str) -> String {
     if message.contains("untagged enum Auth") {
         return "`auth` must be \"none\", \"oauth\" or { bearer_env = \"VAR_NAME\" }".into();
+    }
+    if message.contains("`auto`, `2025`") {
+        return "`era` must be \"auto\", \"2025\" or \"2026-07-28\" (the MCP generation the bridge speaks to this upstream)".into();
     }
     if message.contains("untagged enum RawRoots") {
         return "`roots` must be a list of file:// URIs, \"none\" or \"client\"".into();
@@ -417,11 +424,12 @@ pub fn parse_file(
                     || !raw.headers.is_empty()
                     || raw.transport.is_some()
                     || raw.allow_local_oauth.is_some()
+                    || raw.client_metadata_url.is_some()
                 {
                     return Err(invalid(
                         entry_line,
                         format!(
-                            "upstream {name:?} is a stdio upstream; `auth`, `headers`, `allow_local_oauth` and `transport` apply to `url` upstreams only"
+                            "upstream {name:?} is a stdio upstream; `auth`, `headers`, `allow_local_oauth`, `client_metadata_url` and `transport` apply to `url` upstreams only"
                         ),
                     ));
                 }
@@ -461,6 +469,19 @@ pub fn parse_file(
                         ),
                     ));
                 }
+                if let Some(m) = &raw.client_metadata_url
+                    && !m
+                        .strip_prefix("https://")
+                        .and_then(|r| r.split_once('/'))
+                        .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty())
+                {
+                    return Err(invalid(
+                        entry_line,
+                        format!(
+                            "upstream {name:?}: client_metadata_url {m:?} must be an https URL with a path, such as \"https://example.com/mcp-bridge/client.json\" (the URL of your client metadata document)"
+                        ),
+                    ));
+                }
                 Transport::Http {
                     url,
                     auth: raw.auth.unwrap_or(Auth::Named(AuthKind::None)),
@@ -468,6 +489,7 @@ pub fn parse_file(
                     scopes: raw.scopes,
                     resource: raw.resource.unwrap_or(true),
                     client_id: raw.client_id,
+                    client_metadata_url: raw.client_metadata_url,
                     transport: raw.transport.unwrap_or_default(),
                     allow_local_oauth: raw.allow_local_oauth.unwrap_or(false),
                 }
@@ -634,6 +656,7 @@ pub fn load(
                 scopes: Vec::new(),
                 resource: true,
                 client_id: None,
+                client_metadata_url: None,
                 transport: HttpTransport::Auto,
                 allow_local_oauth: false,
             },
@@ -781,6 +804,36 @@ prefix = ""
         load(&env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]), with_file(src))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn era_and_client_metadata_url_are_read_and_checked() {
+        let c = load(
+            &env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]),
+            with_file("[[upstream]]\nname = \"a\"\nurl = \"https://x/mcp\"\nera = \"2026-07-28\"\nclient_metadata_url = \"https://me.example/client.json\"\n\n[[upstream]]\nname = \"b\"\ncommand = \"y\"\nera = \"2025\"\n\n[[upstream]]\nname = \"c\"\ncommand = \"z\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            [c.upstreams[0].era, c.upstreams[1].era, c.upstreams[2].era],
+            [Era::Modern, Era::Legacy, Era::Auto]
+        );
+        assert!(matches!(
+            &c.upstreams[0].transport,
+            Transport::Http { client_metadata_url: Some(u), .. } if u == "https://me.example/client.json"
+        ));
+        let e = err_of("[[upstream]]\nname = \"a\"\nurl = \"https://x\"\nera = \"2027\"\n");
+        assert!(
+            e.contains("line 4") && e.contains("`era` must be \"auto\""),
+            "{e}"
+        );
+        let e = err_of(
+            "[[upstream]]\nname = \"a\"\nurl = \"https://x\"\nclient_metadata_url = \"http://me/c.json\"\n",
+        );
+        assert!(e.contains("must be an https URL with a path"), "{e}");
+        let e = err_of(
+            "[[upstream]]\nname = \"a\"\ncommand = \"x\"\nclient_metadata_url = \"https://me/c.json\"\n",
+        );
+        assert!(e.contains("apply to `url` upstreams"), "{e}");
     }
 
     #[test]

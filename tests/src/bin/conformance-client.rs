@@ -13,6 +13,8 @@ use mcp_cred_agent::oauth::{self, AuthMethod, ClientCreds};
 use serde_json::{Value, json};
 
 const REDIRECT: &str = "http://localhost:3000/callback";
+/// The client metadata document URL the conformance suite's servers accept (CIMD).
+const CLIENT_METADATA_URL: &str = "https://conformance-test.local/client-metadata.json";
 
 struct Session {
     http: reqwest::Client,
@@ -125,6 +127,9 @@ async fn authorize(
         clients.insert(
             d.issuer.clone(),
             match (context["client_id"].as_str(), &d.registration_endpoint) {
+                // As the agent does with `client_metadata_url` configured: the metadata URL is
+                // the id. This one is the suite's test client's, which its servers know.
+                (None, _) if d.cimd_supported => ClientCreds::public(CLIENT_METADATA_URL),
                 (Some(id), _) => ClientCreds {
                     client_id: id.to_owned(),
                     client_secret: context["client_secret"].as_str().map(str::to_owned),
