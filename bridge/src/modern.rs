@@ -416,7 +416,7 @@ pub async fn handle(bridge: Arc<Bridge>, headers: HeaderMap, msg: Value) -> Resp
             }
             call(bridge, &headers, id, method, params, meta).await
         }
-        "subscriptions/listen" => listen(&bridge, id, &params),
+        "subscriptions/listen" => listen(bridge, id, &params).await,
         m if REMOVED.contains(&m) => error(
             StatusCode::NOT_FOUND,
             &id,
@@ -443,15 +443,10 @@ fn server_meta() -> Value {
     })
 }
 
-/// The capabilities modern clients see: the 2025 set without what 2026-07-28 has no method
-/// for (resource subscriptions go through `subscriptions/listen`, which the bridge serves for
-/// list changes only).
+/// The capabilities modern clients see: those 2025 clients see (resource subscriptions are
+/// served through `subscriptions/listen`).
 fn capabilities(catalog: &Catalog) -> Value {
-    let mut caps = catalog.capabilities.clone();
-    if let Some(r) = caps.get_mut("resources").and_then(Value::as_object_mut) {
-        r.remove("subscribe");
-    }
-    caps
+    catalog.capabilities.clone()
 }
 
 /// `server/discover`: every version the endpoint speaks (both eras), the aggregate
@@ -1226,13 +1221,43 @@ impl Mrtr {
 // ---------------------------------------------------------------------------------------------
 // subscriptions/listen
 
-fn listen(bridge: &Bridge, id: Value, params: &Value) -> Response {
+/// Ends a listen stream's resource subscriptions when the stream goes: the upstream is told to
+/// unsubscribe from each URI nobody else (no session, no other stream) still wants.
+struct ListenGuard {
+    bridge: Arc<Bridge>,
+    listener: Option<u64>,
+}
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        let Some(id) = self.listener.take() else {
+            return;
+        };
+        let uris = self.bridge.sessions.remove_listener(id);
+        let bridge = self.bridge.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            for uri in uris {
+                if !bridge.sessions.anyone_subscribed(&uri) {
+                    let _ = bridge
+                        .registry
+                        .forward("resources/unsubscribe", json!({ "uri": uri }), None)
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
     let Some(wanted) = params.get("notifications").and_then(Value::as_object) else {
         return json_reply(
             &id,
             Err(RpcError::new(
                 jsonrpc::INVALID_PARAMS,
-                "subscriptions/listen needs params.notifications (toolsListChanged, promptsListChanged, resourcesListChanged)",
+                "subscriptions/listen needs params.notifications (toolsListChanged, promptsListChanged, resourcesListChanged, resourceSubscriptions)",
             )),
         );
     };
@@ -1249,6 +1274,42 @@ fn listen(bridge: &Bridge, id: Value, params: &Value) -> Response {
             honored.insert(flag.to_owned(), Value::Bool(true));
         }
     }
+    // Resource subscriptions: each URI the upstream that serves it accepts (it is subscribed
+    // once, however many sessions and streams want it).
+    let mut uris = std::collections::HashSet::new();
+    for uri in wanted
+        .get("resourceSubscriptions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .take(1000)
+    {
+        let accepted = bridge.sessions.anyone_subscribed(uri)
+            || bridge
+                .registry
+                .forward("resources/subscribe", json!({ "uri": uri }), None)
+                .await
+                .is_ok();
+        if accepted {
+            uris.insert(uri.to_owned());
+        }
+    }
+    let mut guard = ListenGuard {
+        bridge: bridge.clone(),
+        listener: None,
+    };
+    let updates = if uris.is_empty() {
+        None
+    } else {
+        honored.insert(
+            "resourceSubscriptions".into(),
+            Value::Array(uris.iter().cloned().map(Value::String).collect()),
+        );
+        let (listener, rx) = bridge.sessions.add_listener(uris);
+        guard.listener = Some(listener);
+        Some(rx)
+    };
     let tag = json!({ META_SUBSCRIPTION: id });
     let ack = json!({
         "jsonrpc": "2.0",
@@ -1260,32 +1321,41 @@ fn listen(bridge: &Bridge, id: Value, params: &Value) -> Response {
         "notifications/prompts/list_changed" => "promptsListChanged",
         _ => "resourcesListChanged",
     };
-    let rx = bridge.list_events.subscribe();
+    let lists = bridge.list_events.subscribe();
     let shutdown = bridge.shutdown.clone();
+    let event =
+        |v: Value| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string()));
+    let state = (Some(ack), lists, updates, shutdown, honored, tag, guard);
     let events = futures_util::stream::unfold(
-        (Some(ack), rx, shutdown, honored, tag),
-        move |(first, mut rx, shutdown, honored, tag)| async move {
+        state,
+        move |(first, mut lists, mut updates, shutdown, honored, tag, guard)| async move {
             if let Some(ack) = first {
-                let e = Event::default().event("message").data(ack.to_string());
-                return Some((Ok::<_, Infallible>(e), (None, rx, shutdown, honored, tag)));
+                return Some((
+                    event(ack),
+                    (None, lists, updates, shutdown, honored, tag, guard),
+                ));
             }
             loop {
-                let method = tokio::select! {
-                    m = rx.recv() => m,
+                let note = tokio::select! {
+                    m = lists.recv() => match m {
+                        Ok(method) if honored.contains_key(flag_of(method)) => {
+                            json!({ "jsonrpc": "2.0", "method": method, "params": { "_meta": tag } })
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return None,
+                    },
+                    Some(mut u) = async { match updates.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                        if let Some(p) = u.get_mut("params").and_then(Value::as_object_mut) {
+                            p.insert("_meta".into(), tag.clone());
+                        }
+                        u
+                    }
                     () = shutdown.cancelled() => return None,
                 };
-                let method = match method {
-                    Ok(m) => m,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return None,
-                };
-                if !honored.contains_key(flag_of(method)) {
-                    continue;
-                }
-                let note =
-                    json!({ "jsonrpc": "2.0", "method": method, "params": { "_meta": tag } });
-                let e = Event::default().event("message").data(note.to_string());
-                return Some((Ok(e), (None, rx, shutdown, honored, tag)));
+                return Some((
+                    event(note),
+                    (None, lists, updates, shutdown, honored, tag, guard),
+                ));
             }
         },
     );

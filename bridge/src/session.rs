@@ -296,6 +296,10 @@ pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
     max: usize,
     levels_in_use: Arc<std::sync::atomic::AtomicBool>,
+    /// Open 2026-07-28 `subscriptions/listen` streams with resource subscriptions: id → the
+    /// exposed URIs and where their updates go.
+    listeners: Mutex<HashMap<u64, (HashSet<String>, mpsc::UnboundedSender<Value>)>>,
+    next_listener: AtomicU64,
 }
 
 impl Default for Sessions {
@@ -317,6 +321,8 @@ impl Sessions {
             map: RwLock::new(HashMap::new()),
             max: max.max(1),
             levels_in_use: Default::default(),
+            listeners: Mutex::new(HashMap::new()),
+            next_listener: AtomicU64::new(1),
         }
     }
 
@@ -396,11 +402,39 @@ impl Sessions {
         self.all().iter().map(|s| s.log_rank()).min()
     }
 
-    /// Whether a session other than `except` subscribed to the exposed resource `uri`.
+    /// Whether a session other than `except`, or a listen stream, subscribed to the exposed
+    /// resource `uri`.
     pub fn others_subscribed(&self, uri: &str, except: &str) -> bool {
         self.all()
             .iter()
             .any(|s| s.id != except && s.subscribed_to(uri))
+            || self
+                .listeners
+                .lock()
+                .values()
+                .any(|(uris, _)| uris.contains(uri))
+    }
+
+    /// Whether anyone (a session, a listen stream) subscribed to `uri`.
+    pub fn anyone_subscribed(&self, uri: &str) -> bool {
+        self.others_subscribed(uri, "")
+    }
+
+    /// A listen stream subscribing to `uris`: its id and where the updates arrive.
+    pub fn add_listener(&self, uris: HashSet<String>) -> (u64, mpsc::UnboundedReceiver<Value>) {
+        let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.listeners.lock().insert(id, (uris, tx));
+        (id, rx)
+    }
+
+    /// A listen stream ended; the URIs it had subscribed to.
+    pub fn remove_listener(&self, id: u64) -> HashSet<String> {
+        self.listeners
+            .lock()
+            .remove(&id)
+            .map(|(uris, _)| uris)
+            .unwrap_or_default()
     }
 
     /// Forgets sessions idle longer than `idle` that have no open GET stream.
@@ -490,6 +524,11 @@ impl Downstream for Sessions {
         for s in self.all() {
             if s.subscriptions.lock().contains(uri) {
                 s.push(msg);
+            }
+        }
+        for (uris, tx) in self.listeners.lock().values() {
+            if uris.contains(uri) {
+                let _ = tx.send(msg.clone());
             }
         }
     }

@@ -166,6 +166,10 @@ fn input_tools() -> Vec<Value> {
             "test_input_required_result_capabilities",
             "Asks the client's model by sampling",
         ),
+        plain(
+            "test_touch_resource",
+            "Says test://watched-resource changed (notifications/resources/updated)",
+        ),
         tool(
             "test_param_header",
             "Echoes its region, a parameter 2026-07-28 clients mirror in the Mcp-Param-Region header",
@@ -378,6 +382,13 @@ fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
             content(vec![text("prompt list changed")])
         }
         "test_dynamic_tool" => content(vec![text("dynamic")]),
+        "test_touch_resource" => {
+            s.notify(
+                "notifications/resources/updated",
+                json!({"uri": "test://watched-resource"}),
+            );
+            content(vec![text("touched")])
+        }
         "test_param_header" => content(vec![text(format!(
             "region: {}",
             args["region"].as_str().unwrap_or("")

@@ -425,3 +425,78 @@ async fn an_mcp_param_header_must_agree_with_the_argument_it_mirrors() {
     let (status, v) = call(None).await;
     assert_eq!(status, 200, "{v}");
 }
+
+#[tokio::test]
+async fn a_listen_stream_gets_the_updates_of_the_resources_it_subscribed_to() {
+    use futures_util::StreamExt;
+    let (b, c) = bridge_with(
+        &format!(
+            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\n",
+            bin("fixture-everything").display().to_string()
+        ),
+        1,
+    )
+    .await;
+    let uri = "fx+test://watched-resource";
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}});
+    let resp = reqwest::Client::new()
+        .post(&b.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .json(&json!({"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen", "params": {
+            "_meta": meta, "notifications": {"resourceSubscriptions": [uri]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut next_event = async || -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = buf
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                .map(str::to_owned)
+            {
+                let end = buf.find(&line).unwrap() + line.len();
+                buf.drain(..end);
+                return serde_json::from_str(&line).unwrap();
+            }
+            let chunk = tokio::time::timeout_at(deadline, body.next())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream stays open")
+                .unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    let ack = next_event().await;
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["resourceSubscriptions"],
+        json!([uri]),
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    // A 2025 session makes the upstream say the resource changed.
+    c.call_tool("fx__test_touch_resource", json!({})).await;
+    let update = next_event().await;
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], uri, "the exposed URI: {update}");
+    assert_eq!(
+        update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+}
