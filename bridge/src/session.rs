@@ -292,13 +292,17 @@ pub fn parse_event_id(s: &str) -> Option<u64> {
     s.strip_prefix("g-")?.parse().ok()
 }
 
+/// A 2026-07-28 listen stream's resource subscriptions: the exposed URIs, and where their
+/// updates go.
+type Listener = (HashSet<String>, mpsc::UnboundedSender<Value>);
+
 pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
     max: usize,
     levels_in_use: Arc<std::sync::atomic::AtomicBool>,
     /// Open 2026-07-28 `subscriptions/listen` streams with resource subscriptions: id → the
     /// exposed URIs and where their updates go.
-    listeners: Mutex<HashMap<u64, (HashSet<String>, mpsc::UnboundedSender<Value>)>>,
+    listeners: Mutex<HashMap<u64, Listener>>,
     next_listener: AtomicU64,
 }
 
