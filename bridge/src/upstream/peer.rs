@@ -88,6 +88,11 @@ impl RpcPeer {
         *self.stateless.lock() = Some(meta);
     }
 
+    /// Whether the transport is gone (every call fails now).
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed.is_some()
+    }
+
     /// Whether the upstream speaks MCP 2026-07-28 on this connection.
     pub fn is_stateless(&self) -> bool {
         self.stateless.lock().is_some()

@@ -77,8 +77,8 @@ fn offers_stateless(discover: &Value) -> bool {
 /// exit on any request before it; a server that refuses it with -32022 naming 2026-07-28 is
 /// then spoken to statelessly. The verdict holds for the connection; a reconnect decides again.
 pub(crate) async fn handshake(
-    up: &Upstream,
-    peer: &RpcPeer,
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
     timeout: Duration,
 ) -> Result<(), CallError> {
     let discover_first = match up.era {
@@ -131,8 +131,8 @@ pub(crate) async fn handshake(
 /// MCP 2026-07-28: the discover answer stands for `initialize`; every list the upstream
 /// announces; a `subscriptions/listen` for the list changes it offers.
 async fn stateless_handshake(
-    up: &Upstream,
-    peer: &RpcPeer,
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
     discover: Value,
     timeout: Duration,
 ) -> Result<(), CallError> {
@@ -165,9 +165,21 @@ async fn stateless_handshake(
         capabilities,
         ..Default::default()
     };
+    // A kind whose changes the upstream does not announce is re-listed when its `ttlMs` says
+    // the list goes stale (at most once a second), so the lists (and the warm cache written
+    // from them) stay as fresh as the upstream says they are.
+    let mut stale_after = Vec::new();
     for kind in ListKind::ALL {
         if fresh.capabilities.get(kind.capability()).is_some() {
-            *kind.get_mut(&mut fresh) = list_all(up, peer, kind, timeout).await?;
+            let (items, ttl) = list_all_with_ttl(up, peer, kind, timeout).await?;
+            *kind.get_mut(&mut fresh) = items;
+            let announced = fresh
+                .capabilities
+                .pointer(&format!("/{}/listChanged", kind.capability()))
+                == Some(&Value::Bool(true));
+            if let Some(ms) = ttl.filter(|ms| *ms > 0 && !announced) {
+                stale_after.push((kind, Duration::from_millis(ms.max(1000))));
+            }
         }
     }
     let offers = |cap: &str| {
@@ -184,6 +196,18 @@ async fn stateless_handshake(
         }
     }
     up.publish(|l| *l = fresh);
+    for (kind, every) in stale_after {
+        let (up, peer) = (up.clone(), peer.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if peer.is_closed() {
+                    return;
+                }
+                refresh(up.clone(), peer.clone(), &[kind]).await;
+            }
+        });
+    }
     if !filter.is_empty() {
         // Stands for the 2025 GET stream: its list changes re-list like any others.
         peer.send_open_request(
@@ -266,11 +290,25 @@ async fn list_all(
     kind: ListKind,
     timeout: Duration,
 ) -> Result<Vec<Value>, CallError> {
+    Ok(list_all_with_ttl(up, peer, kind, timeout).await?.0)
+}
+
+/// [`list_all`], with the first page's 2026-07-28 `ttlMs` (how long the list stays fresh).
+async fn list_all_with_ttl(
+    up: &Upstream,
+    peer: &RpcPeer,
+    kind: ListKind,
+    timeout: Duration,
+) -> Result<(Vec<Value>, Option<u64>), CallError> {
+    let mut ttl = None;
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let params = cursor.as_ref().map(|c| serde_json::json!({ "cursor": c }));
         let mut page = peer.call(kind.method(), params, timeout).await?;
+        if cursor.is_none() {
+            ttl = page.get("ttlMs").and_then(Value::as_u64);
+        }
         if let Some(Value::Array(batch)) = page.get_mut(kind.key()).map(Value::take) {
             for item in batch {
                 if item.get(kind.id_field()).and_then(Value::as_str).is_some() {
@@ -282,7 +320,7 @@ async fn list_all(
         }
         match page.get("nextCursor").and_then(Value::as_str) {
             Some(next) if Some(next) != cursor.as_deref() => cursor = Some(next.to_owned()),
-            _ => return Ok(items),
+            _ => return Ok((items, ttl)),
         }
     }
     Err(CallError::Unavailable {

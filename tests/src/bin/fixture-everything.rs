@@ -52,6 +52,9 @@ struct Server {
     extra_prompt: AtomicBool,
     /// `--stateless`: MCP 2026-07-28 only.
     stateless: bool,
+    /// `--quiet-lists` (with `--stateless`): no `listChanged` announced nor sent; lists say
+    /// `ttlMs: 1000` instead.
+    quiet_lists: bool,
 }
 
 impl Server {
@@ -373,7 +376,9 @@ fn call_tool(s: &Server, params: &Value) -> Result<Value, (i64, String)> {
         }
         "test_trigger_tool_change" => {
             s.extra_tool.fetch_xor(true, Ordering::Relaxed);
-            s.notify("notifications/tools/list_changed", json!({}));
+            if !s.quiet_lists {
+                s.notify("notifications/tools/list_changed", json!({}));
+            }
             content(vec![text("tool list changed")])
         }
         "test_trigger_prompt_change" => {
@@ -683,6 +688,10 @@ fn handle_stateless(
                 json!({"code": -32022, "message": "this server speaks only 2026-07-28", "data": {"supported": ["2026-07-28"], "requested": params["protocolVersion"]}}),
             );
         }
+        "server/discover" if s.quiet_lists => cached(json!({
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"tools": {}, "resources": {}, "prompts": {}, "completions": {}},
+        })),
         "server/discover" => cached(json!({
             "supportedVersions": ["2026-07-28"],
             "capabilities": {"tools": {"listChanged": true}, "resources": {"listChanged": true}, "prompts": {"listChanged": true}, "logging": {}, "completions": {}},
@@ -691,6 +700,11 @@ fn handle_stateless(
         "subscriptions/listen" => {
             s.notify("notifications/subscriptions/acknowledged", json!({"_meta": {"io.modelcontextprotocol/subscriptionId": id}, "notifications": params["notifications"]}));
             return Ok(None);
+        }
+        "tools/list" if s.quiet_lists => {
+            let mut v = cached(json!({"tools": tools(s)}));
+            v["ttlMs"] = json!(1000);
+            v
         }
         "tools/list" => cached(json!({"tools": tools(s)})),
         "resources/list" => cached(json!({"resources": resources()})),
@@ -846,6 +860,7 @@ fn main() {
         extra_tool: AtomicBool::new(false),
         extra_prompt: AtomicBool::new(false),
         stateless: std::env::args().any(|a| a == "--stateless"),
+        quiet_lists: std::env::args().any(|a| a == "--quiet-lists"),
     });
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };

@@ -500,3 +500,25 @@ async fn a_listen_stream_gets_the_updates_of_the_resources_it_subscribed_to() {
         "listen-1"
     );
 }
+
+#[tokio::test]
+async fn a_list_no_change_is_announced_for_is_relisted_when_its_ttl_says_it_is_stale() {
+    // A 2026-07-28 upstream that announces no list changes but says its tool list is fresh for
+    // one second: a tool it adds silently is listed by the bridge a second or so later.
+    let (_b, c) = bridge_with(
+        &format!(
+            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\nargs = [\"--stateless\", \"--quiet-lists\"]\n",
+            bin("fixture-everything").display().to_string()
+        ),
+        1,
+    )
+    .await;
+    assert!(
+        !c.tool_names()
+            .await
+            .iter()
+            .any(|n| n == "fx__test_dynamic_tool")
+    );
+    c.call_tool("fx__test_trigger_tool_change", json!({})).await;
+    c.wait_for_tool("fx__test_dynamic_tool", true).await;
+}
