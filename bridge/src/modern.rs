@@ -1015,19 +1015,8 @@ pub struct Mrtr {
 
 impl Default for Mrtr {
     fn default() -> Self {
-        let mut key = [0u8; 32];
-        // Without OS randomness the states are still bound to this process by its time and pid;
-        // they are then guessable only by someone who can already read this machine's clock.
-        if getrandom::fill(&mut key).is_err() {
-            let t = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            key[..16].copy_from_slice(&t.to_le_bytes());
-            key[16..20].copy_from_slice(&std::process::id().to_le_bytes());
-        }
         Self {
-            key,
+            key: crate::upstream::random_bytes::<32>(),
             next: AtomicU64::new(1),
             parked: Mutex::new(HashMap::new()),
         }

@@ -33,18 +33,32 @@ use proto::config::Roots;
 pub fn instance_id() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| {
-        let mut b = [0u8; 16];
-        // Without OS randomness the time and pid still tell two processes apart.
-        if getrandom::fill(&mut b).is_err() {
-            let t = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            b[..8].copy_from_slice(&(t as u64).to_le_bytes());
-            b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-        }
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        random_bytes::<16>()
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
     })
+}
+
+/// `N` bytes from the OS random source. Should it ever fail (it does not on the systems the
+/// bridge runs on), the clock and pid fill the first bytes instead: still unique per process,
+/// and an error is logged, since they are then guessable by whoever can read this machine's
+/// clock.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if getrandom::fill(&mut b).is_err() {
+        tracing::error!("the OS random source failed; falling back to the clock and pid");
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_le_bytes();
+        let pid = std::process::id().to_le_bytes();
+        for (i, x) in t.iter().chain(pid.iter()).take(N).enumerate() {
+            b[i] = *x;
+        }
+    }
+    b
 }
 
 /// Rounds of `input_required` the bridge answers for one request to a 2026-07-28 upstream.

@@ -136,17 +136,7 @@ async fn stateless_handshake(
     discover: Value,
     timeout: Duration,
 ) -> Result<(), CallError> {
-    if discover
-        .pointer("/_meta")
-        .and_then(|m| m.get(INSTANCE_META))
-        .and_then(Value::as_str)
-        == Some(instance_id())
-    {
-        return Err(CallError::Disabled {
-            upstream: up.name.to_string(),
-            reason: "it is this mcp-bridge itself (the shim, or a URL of this bridge); remove this entry from config.toml, or the bridge would proxy itself in a loop".into(),
-        });
-    }
+    not_this_bridge(up, &discover)?;
     peer.set_stateless(stateless_meta(up));
     let server_info = discover
         .pointer("/_meta")
@@ -219,6 +209,23 @@ async fn stateless_handshake(
     Ok(())
 }
 
+/// Refuses an upstream whose `initialize` or `server/discover` answer carries this bridge's own
+/// instance id: the bridge would proxy itself in a loop.
+fn not_this_bridge(up: &Upstream, answer: &Value) -> Result<(), CallError> {
+    if answer
+        .get("_meta")
+        .and_then(|m| m.get(INSTANCE_META))
+        .and_then(Value::as_str)
+        == Some(instance_id())
+    {
+        return Err(CallError::Disabled {
+            upstream: up.name.to_string(),
+            reason: "it is this mcp-bridge itself (the shim, or a URL of this bridge); remove this entry from config.toml, or the bridge would proxy itself in a loop".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The id of the bridge's `subscriptions/listen` request to a 2026-07-28 upstream.
 pub(crate) const LISTEN_ID: &str = "mcpb-listen";
 
@@ -230,17 +237,7 @@ async fn initialize(up: &Upstream, peer: &RpcPeer, timeout: Duration) -> Result<
         "clientInfo": { "name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") },
     });
     let init = peer.call("initialize", Some(params), timeout).await?;
-    if init
-        .get("_meta")
-        .and_then(|m| m.get(INSTANCE_META))
-        .and_then(Value::as_str)
-        == Some(instance_id())
-    {
-        return Err(CallError::Disabled {
-            upstream: up.name.to_string(),
-            reason: "it is this mcp-bridge itself (the shim, or a URL of this bridge); remove this entry from config.toml, or the bridge would proxy itself in a loop".into(),
-        });
-    }
+    not_this_bridge(up, &init)?;
     let version = init
         .get("protocolVersion")
         .and_then(Value::as_str)
