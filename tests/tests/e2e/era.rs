@@ -213,6 +213,32 @@ async fn clients_of_both_eras_work_against_upstreams_that_speak_only_2026_07_28(
         prompt["result"]["messages"][0]["content"]["text"], "Please greet Bob.",
         "{prompt}"
     );
+    // A 2026-07-28 client reads and gets a prompt from them too.
+    let read = modern_post(
+        &b.url,
+        "m",
+        "",
+        "resources/read",
+        json!({"uri": "ts2+demo://ts2"}),
+    )
+    .await;
+    assert_eq!(
+        read["result"]["contents"][0]["text"], "ts2 resource",
+        "{read}"
+    );
+    assert_eq!(read["result"]["resultType"], "complete", "{read}");
+    let prompt = modern_post(
+        &b.url,
+        "m",
+        "",
+        "prompts/get",
+        json!({"name": "ts2__greet", "arguments": {"name": "Bob"}}),
+    )
+    .await;
+    assert_eq!(
+        prompt["result"]["messages"][0]["content"]["text"], "Please greet Bob.",
+        "{prompt}"
+    );
     // The SDK clients in both eras: input_required from the upstream answered by each client
     // (real requests for a 2025 client, the bridge's own rounds under the upstream's keys for a
     // 2026-07-28 one).
@@ -521,4 +547,39 @@ async fn a_list_no_change_is_announced_for_is_relisted_when_its_ttl_says_it_is_s
     );
     c.call_tool("fx__test_trigger_tool_change", json!({})).await;
     c.wait_for_tool("fx__test_dynamic_tool", true).await;
+}
+
+#[tokio::test]
+async fn a_modern_client_closing_its_request_cancels_the_call_upstream() {
+    let b = Bridge::builder()
+        .config(&fixture_entry("alpha", &[]))
+        .start()
+        .await;
+    b.wait_ready(1).await;
+    let url = b.url.clone();
+    let call = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+                "name": "alpha__sleep", "arguments": {"ms": 60000},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {}}}}),
+            )
+            .send()
+            .await
+    });
+    b.wait_log("the call to reach the child", |l| {
+        l.contains("fixture alpha sleeping 60000")
+    })
+    .await;
+    // 2026-07-28 over HTTP: closing the exchange is the cancellation.
+    call.abort();
+    b.wait_log("the cancel forwarded with the upstream's id", |l| {
+        l.contains("fixture alpha got cancel for request")
+    })
+    .await;
 }
