@@ -43,6 +43,9 @@ pub struct Catalog {
     pub routes: HashMap<String, Route>,
     /// Exposed prompt name → owner.
     pub prompts: HashMap<String, Route>,
+    /// Exposed names of tools and prompts an upstream's policy hides → that upstream.
+    pub hidden_tools: HashMap<String, Arc<str>>,
+    pub hidden_prompts: HashMap<String, Arc<str>>,
     /// URI scheme prefix (see `naming::uri_prefix`) → owner.
     uri_prefixes: HashMap<String, Arc<Upstream>>,
     /// Exposed URIs of listed resources → owner and original URI; the first upstream in config
@@ -61,8 +64,32 @@ pub struct Catalog {
 }
 
 /// Exposes the named items (tools or prompts) of every upstream, resolving clashes.
-fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind) -> (Vec<Value>, HashMap<String, Route>) {
+/// Whether an upstream's policy shows this tool or prompt (`tools`/`prompts` globs on the
+/// upstream's name; `read_only` keeps only tools annotated `readOnlyHint: true`).
+fn shown(up: &Upstream, kind: ListKind, item: &Value, name: &str) -> bool {
+    let p = &up.policy;
+    match kind {
+        ListKind::Tools => {
+            p.tools.admits(name)
+                && (!p.read_only
+                    || item.pointer("/annotations/readOnlyHint") == Some(&Value::Bool(true)))
+        }
+        ListKind::Prompts => p.prompts.admits(name),
+        _ => true,
+    }
+}
+
+/// Exposed tools and prompts, and the names the policy hides (exposed name → upstream), so a
+/// call to one is refused saying why instead of "unknown".
+type Named = (
+    Vec<Value>,
+    HashMap<String, Route>,
+    HashMap<String, Arc<str>>,
+);
+
+fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind) -> Named {
     let mut routes = HashMap::new();
+    let mut hidden = HashMap::new();
     let mut items = Vec::new();
     for up in upstreams {
         let lists = up.lists();
@@ -70,7 +97,16 @@ fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind) -> (Vec<Value>, HashM
             let Some(original) = item.get("name").and_then(Value::as_str) else {
                 continue;
             };
-            let preferred = naming::expose(&up.prefix, original);
+            let renamed = up
+                .policy
+                .rename
+                .get(original)
+                .map_or(original, String::as_str);
+            if !shown(up, kind, item, original) {
+                hidden.insert(naming::expose(&up.prefix, renamed), up.name.clone());
+                continue;
+            }
+            let preferred = naming::expose(&up.prefix, renamed);
             let mut exposed = preferred.clone();
             let mut attempt = 0;
             while routes.contains_key(&exposed) {
@@ -92,7 +128,10 @@ fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind) -> (Vec<Value>, HashM
             );
         }
     }
-    (items, routes)
+    for name in routes.keys() {
+        hidden.remove(name);
+    }
+    (items, routes, hidden)
 }
 
 impl Catalog {
@@ -104,8 +143,8 @@ impl Catalog {
     /// upstream (config order), then the earlier item, keeps the plain name; later ones get a
     /// stable hash suffix. Nothing is dropped. URIs get the upstream's scheme prefix.
     pub fn build(upstreams: &[Arc<Upstream>]) -> Self {
-        let (tools, routes) = name_items(upstreams, ListKind::Tools);
-        let (prompt_items, prompts) = name_items(upstreams, ListKind::Prompts);
+        let (tools, routes, hidden_tools) = name_items(upstreams, ListKind::Tools);
+        let (prompt_items, prompts, hidden_prompts) = name_items(upstreams, ListKind::Prompts);
         let mut resources = Vec::new();
         let mut templates = Vec::new();
         let mut uri_prefixes: HashMap<String, Arc<Upstream>> = HashMap::new();
@@ -134,6 +173,9 @@ impl Catalog {
                 let Some(uri) = r.get("uri").and_then(Value::as_str) else {
                     continue;
                 };
+                if !up.policy.resources.admits(uri) {
+                    continue;
+                }
                 plain_uris
                     .entry(uri.to_owned())
                     .or_insert_with(|| up.clone());
@@ -155,6 +197,9 @@ impl Catalog {
                 let Some(tpl) = t.get("uriTemplate").and_then(Value::as_str) else {
                     continue;
                 };
+                if !up.policy.resources.admits(tpl) {
+                    continue;
+                }
                 let head = tpl.split('{').next().unwrap_or("");
                 if !head.is_empty() {
                     template_heads.push((head.to_owned(), up.clone()));
@@ -188,6 +233,8 @@ impl Catalog {
             templates_result: raw(serde_json::json!({ "resourceTemplates": templates })),
             routes,
             prompts,
+            hidden_tools,
+            hidden_prompts,
             uri_prefixes,
             exposed_uris,
             plain_uris,

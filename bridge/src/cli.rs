@@ -269,16 +269,18 @@ async fn status(json: bool) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:<20} {:<6} {:<13} {:>5}  LAST ERROR",
-        "UPSTREAM", "KIND", "STATE", "TOOLS"
+        "{:<20} {:<6} {:<13} {:<10} {:>5} {:>6}  LAST ERROR",
+        "UPSTREAM", "KIND", "STATE", "MCP", "TOOLS", "HIDDEN"
     );
     for u in body["upstreams"].as_array().into_iter().flatten() {
         println!(
-            "{:<20} {:<6} {:<13} {:>5}  {}",
+            "{:<20} {:<6} {:<13} {:<10} {:>5} {:>6}  {}",
             u["name"].as_str().unwrap_or("?"),
             u["transport"].as_str().unwrap_or("?"),
             u["state"].as_str().unwrap_or("?"),
+            u["protocol_version"].as_str().unwrap_or("-"),
             u["tools"],
+            u["tools_hidden"].as_u64().unwrap_or(0),
             u["last_error"].as_str().unwrap_or("-")
         );
     }

@@ -128,6 +128,7 @@ impl Registry {
             timing: Default::default(),
             roots: Default::default(),
             era: Default::default(),
+            policy: Default::default(),
         }]
     }
 
@@ -184,7 +185,8 @@ impl Registry {
                 self.downstream.clone(),
             )
             .with_roots(config.roots.clone())
-            .with_era(config.era),
+            .with_era(config.era)
+            .with_policy(config.policy.clone()),
         );
         let seed = previous
             .filter(|l| !l.tools.is_empty())
@@ -380,7 +382,18 @@ impl Registry {
                 )
             })?;
             table.get(name).cloned().ok_or_else(|| {
-                RpcError::new(jsonrpc::INVALID_PARAMS, format!("Unknown {what}: {name}"))
+                let hidden = if what == "tool" {
+                    &catalog.hidden_tools
+                } else {
+                    &catalog.hidden_prompts
+                };
+                match hidden.get(name) {
+                    Some(up) => RpcError::new(
+                        jsonrpc::INVALID_PARAMS,
+                        format!("{what} {name} is hidden by the policy of upstream {up:?} in config.toml (its `{what}s`, `read_only` or `rename`)"),
+                    ),
+                    None => RpcError::new(jsonrpc::INVALID_PARAMS, format!("Unknown {what}: {name}")),
+                }
             })
         };
         let by_uri = |uri: Option<&str>| -> Result<(Arc<Upstream>, String), RpcError> {
@@ -390,13 +403,20 @@ impl Registry {
                     format!("{method} needs a string \"uri\""),
                 )
             })?;
-            catalog.route_uri(uri).ok_or_else(|| {
+            let not_found = || {
                 RpcError::with_data(
                     jsonrpc::RESOURCE_NOT_FOUND,
                     "Resource not found",
                     serde_json::json!({ "uri": uri }),
                 )
-            })
+            };
+            let (up, original) = catalog.route_uri(uri).ok_or_else(not_found)?;
+            // A resource the upstream's policy hides is not readable either, however the
+            // client learnt its URI.
+            if !up.policy.resources.admits(&original) {
+                return Err(not_found());
+            }
+            Ok((up, original))
         };
         let up = match method {
             "tools/call" | "prompts/get" => {

@@ -792,6 +792,8 @@ pub fn status_json(bridge: &Bridge) -> Value {
                 "state": s.state,
                 "tools": tools,
                 "tools_listed": u.lists().tools.len(),
+                // Listed by the upstream, hidden by its policy (`tools`, `read_only`).
+                "tools_hidden": catalog.hidden_tools.values().filter(|n| n.as_ref() == &*u.name).count(),
                 "last_error": s.last_error,
                 "next_retry_at": serde_json::to_value(&s).ok().and_then(|v| v.get("next_retry_at").cloned()),
                 "connects": s.connects,

@@ -137,6 +137,81 @@ pub struct UpstreamConfig {
     pub roots: Roots,
     /// Which protocol era the bridge speaks to this upstream (`era = "…"`).
     pub era: Era,
+    /// What of this upstream clients see (`tools`, `prompts`, `resources`, `rename`,
+    /// `read_only`).
+    pub policy: Policy,
+}
+
+/// Which names (or URIs) of one kind are shown: all by default; with `allow`, only those
+/// matching one of its globs; never those matching a `deny` glob. Globs: `*` any run of
+/// characters, `?` one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl Filter {
+    pub fn admits(&self, name: &str) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|g| glob(g, name)))
+            && !self.deny.iter().any(|g| glob(g, name))
+    }
+
+    fn is_open(&self) -> bool {
+        self.allow.is_none() && self.deny.is_empty()
+    }
+}
+
+/// What of an upstream clients see. Hidden items are neither listed nor callable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub tools: Filter,
+    pub prompts: Filter,
+    /// Matched against resource URIs and template URI templates, as the upstream names them.
+    pub resources: Filter,
+    /// Tool and prompt names (the upstream's) → the names to expose instead (before the prefix).
+    pub rename: BTreeMap<String, String>,
+    /// Only tools annotated `readOnlyHint: true`.
+    pub read_only: bool,
+}
+
+impl Policy {
+    /// Whether the policy hides or renames anything.
+    pub fn is_open(&self) -> bool {
+        self.tools.is_open()
+            && self.prompts.is_open()
+            && self.resources.is_open()
+            && self.rename.is_empty()
+            && !self.read_only
+    }
+}
+
+/// Whether `name` matches `pattern` (`*` any run of characters, `?` exactly one).
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// `era = …` of an upstream: the MCP protocol generation the bridge speaks to it.
@@ -301,6 +376,12 @@ struct RawUpstream {
     cwd: Option<PathBuf>,
     roots: Option<RawRoots>,
     era: Option<Era>,
+    tools: Option<Filter>,
+    prompts: Option<Filter>,
+    resources: Option<Filter>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    read_only: Option<bool>,
     allow_local_oauth: Option<bool>,
     url: Option<String>,
     transport: Option<HttpTransport>,
@@ -573,6 +654,13 @@ pub fn parse_file(
             timing,
             roots,
             era: raw.era.unwrap_or_default(),
+            policy: Policy {
+                tools: raw.tools.unwrap_or_default(),
+                prompts: raw.prompts.unwrap_or_default(),
+                resources: raw.resources.unwrap_or_default(),
+                rename: raw.rename,
+                read_only: raw.read_only.unwrap_or(false),
+            },
         });
     }
     Ok((raw.server, raw.logging, upstreams))
@@ -642,6 +730,7 @@ pub fn load(
             timing: Timing::default(),
             roots: Roots::None,
             era: Era::Auto,
+            policy: Policy::default(),
         };
         override_upstream(&mut upstreams, sentinel);
     }
@@ -663,6 +752,7 @@ pub fn load(
             timing: Timing::default(),
             roots: Roots::None,
             era: Era::Auto,
+            policy: Policy::default(),
         };
         override_upstream(&mut upstreams, overseer);
     }
@@ -804,6 +894,50 @@ prefix = ""
         load(&env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]), with_file(src))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn globs_match_as_written() {
+        for (p, n) in [
+            ("*", "x"),
+            ("get_*", "get_issue"),
+            ("a?c", "abc"),
+            ("*_file", "read_file"),
+            ("a*b*c", "aXbYc"),
+            ("exact", "exact"),
+        ] {
+            assert!(glob(p, n), "{p} {n}");
+        }
+        for (p, n) in [
+            ("get_*", "set_x"),
+            ("a?c", "ac"),
+            ("exact", "exactly"),
+            ("a*b", "ab_"),
+            ("", "x"),
+        ] {
+            assert!(!glob(p, n), "{p} {n}");
+        }
+    }
+
+    #[test]
+    fn a_policy_is_read_and_a_wrong_key_named() {
+        let c = load(
+            &env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]),
+            with_file("[[upstream]]\nname = \"a\"\ncommand = \"x\"\ntools = { allow = [\"get_*\"], deny = [\"get_secret\"] }\nrename = { search = \"find\" }\nread_only = true\n"),
+        )
+        .unwrap();
+        let p = &c.upstreams[0].policy;
+        assert!(
+            p.tools.admits("get_issue")
+                && !p.tools.admits("get_secret")
+                && !p.tools.admits("delete")
+        );
+        assert!(p.prompts.admits("anything"));
+        assert_eq!(p.rename.get("search").map(String::as_str), Some("find"));
+        assert!(p.read_only && !p.is_open());
+        let e =
+            err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\ntools = { allows = [\"x\"] }\n");
+        assert!(e.contains("line 4") && e.contains("allows"), "{e}");
     }
 
     #[test]

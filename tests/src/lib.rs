@@ -259,9 +259,12 @@ impl Bridge {
             let ups = v["upstreams"].as_array()?;
             // Ready, and the served catalog already holds what the upstream listed.
             (ups.len() == count
-                && ups
-                    .iter()
-                    .all(|u| u["state"] == "ready" && u["tools"] == u["tools_listed"]))
+                && ups.iter().all(|u| {
+                    u["state"] == "ready"
+                        && u["tools"].as_u64().unwrap_or(0)
+                            + u["tools_hidden"].as_u64().unwrap_or(0)
+                            == u["tools_listed"].as_u64().unwrap_or(u64::MAX)
+                }))
             .then_some(())
         })
         .await;

@@ -310,6 +310,9 @@ pub struct Upstream {
     pub roots: Roots,
     /// The protocol era the config asks for (`era`); the connection decides within it.
     pub era: proto::config::Era,
+    /// What of this upstream clients see (`tools`, `prompts`, `resources`, `rename`,
+    /// `read_only`).
+    pub policy: proto::config::Policy,
     /// With `roots = "client"`: the one client session this upstream serves now.
     lease: Mutex<Option<std::sync::Weak<dyn ClientSession>>>,
     /// Ends the current connection and starts a new one at once (no backoff).
@@ -359,6 +362,7 @@ impl Upstream {
             wake: Notify::new(),
             roots: Roots::None,
             era: Default::default(),
+            policy: Default::default(),
             lease: Mutex::new(None),
             restart: Notify::new(),
             log_level: Mutex::new(None),
@@ -366,6 +370,11 @@ impl Upstream {
     }
 
     /// Sets what the upstream's `roots/list` is answered with (before it starts).
+    pub fn with_policy(mut self, policy: proto::config::Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     pub fn with_era(mut self, era: proto::config::Era) -> Self {
         self.era = era;
         self

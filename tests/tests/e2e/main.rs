@@ -14,4 +14,5 @@ mod lifecycle;
 mod oauth;
 mod operations;
 mod passthrough;
+mod policy;
 mod shim;
