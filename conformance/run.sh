@@ -30,7 +30,8 @@ trap cleanup EXIT
 start_bridge() {
   local dir="$work/$1"
   mkdir -p "$dir"
-  printf '[[upstream]]\nname = "everything"\nprefix = ""\ncommand = "%s"\n%s\n' "$target/fixture-everything" "$2" > "$dir/config.toml"
+  # pin = "off": the suite makes the fixture add tools on purpose (list-change scenarios).
+  printf '[[upstream]]\nname = "everything"\nprefix = ""\ncommand = "%s"\npin = "off"\n%s\n' "$target/fixture-everything" "$2" > "$dir/config.toml"
   MCP_BRIDGE_CONFIG_DIR="$dir" MCP_BRIDGE_PORT=0 MCP_BRIDGE_LOG_STDERR=1 MCP_BRIDGE_LOG_PATH="$dir/mcp-bridge.log" RUST_LOG=info "$target/mcp-bridge" 2> "$dir/bridge.log" &
   pids+=($!)
   url=""

@@ -46,6 +46,8 @@ pub struct Catalog {
     /// Exposed names of tools and prompts an upstream's policy hides → that upstream.
     pub hidden_tools: HashMap<String, Arc<str>>,
     pub hidden_prompts: HashMap<String, Arc<str>>,
+    /// Exposed names of tools held back until approved (`pin`) → their upstream.
+    pub pending_tools: HashMap<String, Arc<str>>,
     /// URI scheme prefix (see `naming::uri_prefix`) → owner.
     uri_prefixes: HashMap<String, Arc<Upstream>>,
     /// Exposed URIs of listed resources → owner and original URI; the first upstream in config
@@ -85,14 +87,20 @@ type Named = (
     Vec<Value>,
     HashMap<String, Route>,
     HashMap<String, Arc<str>>,
+    HashMap<String, Arc<str>>,
 );
 
-fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind) -> Named {
+/// Upstream name → the tools held back until approved (`pins`).
+pub type Held = HashMap<String, std::collections::HashSet<String>>;
+
+fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind, held: &Held) -> Named {
     let mut routes = HashMap::new();
     let mut hidden = HashMap::new();
+    let mut pending = HashMap::new();
     let mut items = Vec::new();
     for up in upstreams {
         let lists = up.lists();
+        let held_here = held.get(&*up.name);
         for item in kind.get(&lists) {
             let Some(original) = item.get("name").and_then(Value::as_str) else {
                 continue;
@@ -104,6 +112,10 @@ fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind) -> Named {
                 .map_or(original, String::as_str);
             if !shown(up, kind, item, original) {
                 hidden.insert(naming::expose(&up.prefix, renamed), up.name.clone());
+                continue;
+            }
+            if kind == ListKind::Tools && held_here.is_some_and(|h| h.contains(original)) {
+                pending.insert(naming::expose(&up.prefix, renamed), up.name.clone());
                 continue;
             }
             let preferred = naming::expose(&up.prefix, renamed);
@@ -130,8 +142,9 @@ fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind) -> Named {
     }
     for name in routes.keys() {
         hidden.remove(name);
+        pending.remove(name);
     }
-    (items, routes, hidden)
+    (items, routes, hidden, pending)
 }
 
 impl Catalog {
@@ -143,8 +156,15 @@ impl Catalog {
     /// upstream (config order), then the earlier item, keeps the plain name; later ones get a
     /// stable hash suffix. Nothing is dropped. URIs get the upstream's scheme prefix.
     pub fn build(upstreams: &[Arc<Upstream>]) -> Self {
-        let (tools, routes, hidden_tools) = name_items(upstreams, ListKind::Tools);
-        let (prompt_items, prompts, hidden_prompts) = name_items(upstreams, ListKind::Prompts);
+        Self::build_held(upstreams, &Held::new())
+    }
+
+    /// [`build`](Self::build), leaving out the tools `held` back until approved.
+    pub fn build_held(upstreams: &[Arc<Upstream>], held: &Held) -> Self {
+        let (tools, routes, hidden_tools, pending_tools) =
+            name_items(upstreams, ListKind::Tools, held);
+        let (prompt_items, prompts, hidden_prompts, _) =
+            name_items(upstreams, ListKind::Prompts, held);
         let mut resources = Vec::new();
         let mut templates = Vec::new();
         let mut uri_prefixes: HashMap<String, Arc<Upstream>> = HashMap::new();
@@ -235,6 +255,7 @@ impl Catalog {
             prompts,
             hidden_tools,
             hidden_prompts,
+            pending_tools,
             uri_prefixes,
             exposed_uris,
             plain_uris,

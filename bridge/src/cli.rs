@@ -39,6 +39,11 @@ enum Command {
         #[arg(long, value_enum, global = true)]
         platform: Option<crate::service::Platform>,
     },
+    /// Pinned tool definitions: list them, approve new or changed ones.
+    Tools {
+        #[command(subcommand)]
+        action: ToolsAction,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -60,6 +65,24 @@ enum ServiceAction {
     Uninstall,
     /// Print the service files without touching the system.
     Print,
+}
+
+#[derive(Subcommand)]
+enum ToolsAction {
+    /// The pinned tools, and for each pending one what changed.
+    List {
+        /// Only the pending ones (new, or changed since their approval).
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Approve a pending tool (or, with --all, every pending tool of UPSTREAM): the running
+    /// bridge serves it within a second.
+    Approve {
+        upstream: String,
+        tool: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::Import { path, force },
         } => load_config().and_then(|c| crate::import::run(&path, &c.config_dir, force)),
+        Command::Tools { action } => load_config().and_then(|c| tools(&c.config_dir, action)),
         Command::Serve => runtime().and_then(|rt| rt.block_on(serve())),
         Command::Status { json } => runtime().and_then(|rt| rt.block_on(status(json))),
     };
@@ -285,6 +309,41 @@ async fn status(json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn tools(dir: &std::path::Path, action: ToolsAction) -> anyhow::Result<()> {
+    match action {
+        ToolsAction::List { pending } => {
+            print!(
+                "{}",
+                crate::pins::describe(dir, pending).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
+        ToolsAction::Approve {
+            upstream,
+            tool,
+            all,
+        } => {
+            if tool.is_none() && !all {
+                anyhow::bail!(
+                    "name the tool (mcp-bridge tools approve {upstream} TOOL) or approve every pending one with --all"
+                );
+            }
+            let n = crate::pins::approve(dir, &upstream, tool.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            match (n, &tool) {
+                (0, Some(t)) => anyhow::bail!(
+                    "{upstream} has no pending tool {t:?}; `mcp-bridge tools list --pending` shows what is pending"
+                ),
+                (0, None) => println!("{upstream} has no pending tools"),
+                (n, _) => println!(
+                    "approved {n} tool(s) of {upstream}; the running bridge serves them within a second"
+                ),
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The Claude Desktop entry: the shim beside this executable, talking to this config's URL.

@@ -17,6 +17,7 @@ pub mod jsonrpc;
 pub mod mcp_session;
 pub mod modern;
 pub mod naming;
+pub mod pins;
 pub mod registry;
 pub mod server;
 pub mod service;

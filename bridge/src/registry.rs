@@ -46,6 +46,8 @@ pub struct Registry {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     cache: ToolCache,
+    /// Pinned tool definitions (`tool-pins.json`).
+    pub pins: crate::pins::Pins,
     /// The lists read from the cache file at start, to seed upstreams (also ones added later).
     /// Dropped per upstream once it has live lists (then its own lists are what counts).
     cached: Mutex<BTreeMap<String, Arc<Lists>>>,
@@ -81,6 +83,7 @@ impl Registry {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             cache,
+            pins: crate::pins::Pins::load(&config.config_dir),
             cached: Mutex::new(cached),
             last_written: Mutex::new(None),
             default_request: Duration::from_secs(config.server.request_timeout_secs.max(1)),
@@ -92,14 +95,21 @@ impl Registry {
         let weak = Arc::downgrade(&registry);
         let (changed, stop) = (registry.tools_changed.clone(), registry.shutdown.clone());
         registry.tasks.spawn(async move {
+            // An approval (`mcp-bridge tools approve`) changes the pin file: looked for each second.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    () = changed.notified() => {}
+                let approvals = tokio::select! {
+                    () = changed.notified() => false,
+                    _ = tick.tick() => true,
                     () = stop.cancelled() => return,
-                }
+                };
                 let Some(registry) = weak.upgrade() else {
                     return;
                 };
+                if approvals && !registry.pins.reload_if_changed() {
+                    continue;
+                }
                 registry.rebuild_catalog();
                 registry.write_cache().await;
             }
@@ -129,6 +139,8 @@ impl Registry {
             roots: Default::default(),
             era: Default::default(),
             policy: Default::default(),
+            // The built-in demo changes with the bridge's version: warn, never hold back.
+            pin: proto::config::PinMode::Warn,
         }]
     }
 
@@ -186,7 +198,8 @@ impl Registry {
             )
             .with_roots(config.roots.clone())
             .with_era(config.era)
-            .with_policy(config.policy.clone()),
+            .with_policy(config.policy.clone())
+            .with_pin(config.pin),
         );
         let seed = previous
             .filter(|l| !l.tools.is_empty())
@@ -255,9 +268,25 @@ impl Registry {
     }
 
     fn rebuild_catalog(&self) {
-        let catalog = Catalog::build(&self.upstreams());
+        let ups = self.upstreams();
+        let held: crate::catalog::Held = ups
+            .iter()
+            .map(|u| {
+                let lists = u.lists();
+                let h = self
+                    .pins
+                    .judge(&u.name, u.pin, &lists.tools, u.has_live_lists());
+                (u.name.to_string(), h)
+            })
+            .filter(|(_, h)| !h.is_empty())
+            .collect();
+        let catalog = Catalog::build_held(&ups, &held);
         self.catalog.send_if_modified(|current| {
-            if current.changes(&catalog).is_empty() {
+            // What is held back or hidden can change while the lists served stay the same.
+            if current.changes(&catalog).is_empty()
+                && current.pending_tools == catalog.pending_tools
+                && current.hidden_tools == catalog.hidden_tools
+            {
                 false
             } else {
                 *current = Arc::new(catalog);
@@ -382,6 +411,15 @@ impl Registry {
                 )
             })?;
             table.get(name).cloned().ok_or_else(|| {
+                if what == "tool"
+                    && let Some(up) = catalog.pending_tools.get(name)
+                {
+                    let original = name.split_once("__").map_or(name, |(_, t)| t);
+                    return RpcError::new(
+                        jsonrpc::INVALID_PARAMS,
+                        format!("tool {name} of upstream {up:?} is new or changed since it was approved, so mcp-bridge holds it back; review it with `mcp-bridge tools list --pending`, then approve it with `mcp-bridge tools approve {up} {original}`"),
+                    );
+                }
                 let hidden = if what == "tool" {
                     &catalog.hidden_tools
                 } else {

@@ -794,6 +794,9 @@ pub fn status_json(bridge: &Bridge) -> Value {
                 "tools_listed": u.lists().tools.len(),
                 // Listed by the upstream, hidden by its policy (`tools`, `read_only`).
                 "tools_hidden": catalog.hidden_tools.values().filter(|n| n.as_ref() == &*u.name).count(),
+                // Held back until approved (`pin = "strict"`), and recorded as pending.
+                "tools_pending": catalog.pending_tools.values().filter(|n| n.as_ref() == &*u.name).count(),
+                "pins_pending": bridge.registry.pins.pending(&u.name),
                 "last_error": s.last_error,
                 "next_retry_at": serde_json::to_value(&s).ok().and_then(|v| v.get("next_retry_at").cloned()),
                 "connects": s.connects,
@@ -813,6 +816,7 @@ pub fn status_json(bridge: &Bridge) -> Value {
         "sessions": bridge.sessions.len(),
         "tools": catalog.len(),
         "list_changed_sent": bridge.list_changes.load(std::sync::atomic::Ordering::Relaxed),
+        "pins_error": bridge.registry.pins.refused(),
         "upstreams": upstreams,
     })
 }

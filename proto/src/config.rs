@@ -140,6 +140,22 @@ pub struct UpstreamConfig {
     /// What of this upstream clients see (`tools`, `prompts`, `resources`, `rename`,
     /// `read_only`).
     pub policy: Policy,
+    /// How its tool definitions are pinned (`pin = …`).
+    pub pin: PinMode,
+}
+
+/// `pin = …` of an upstream: what happens when a tool is new or its definition changed since
+/// it was approved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinMode {
+    /// Held back (neither listed nor callable) until approved.
+    #[default]
+    Strict,
+    /// Served, logged and shown as pending.
+    Warn,
+    /// Not pinned.
+    Off,
 }
 
 /// Which names (or URIs) of one kind are shown: all by default; with `allow`, only those
@@ -382,6 +398,7 @@ struct RawUpstream {
     #[serde(default)]
     rename: BTreeMap<String, String>,
     read_only: Option<bool>,
+    pin: Option<PinMode>,
     allow_local_oauth: Option<bool>,
     url: Option<String>,
     transport: Option<HttpTransport>,
@@ -411,6 +428,9 @@ enum RawRoots {
 fn explain(message: &str) -> String {
     if message.contains("untagged enum Auth") {
         return "`auth` must be \"none\", \"oauth\" or { bearer_env = \"VAR_NAME\" }".into();
+    }
+    if message.contains("`strict`, `warn`") {
+        return "`pin` must be \"strict\", \"warn\" or \"off\"".into();
     }
     if message.contains("`auto`, `2025`") {
         return "`era` must be \"auto\", \"2025\" or \"2026-07-28\" (the MCP generation the bridge speaks to this upstream)".into();
@@ -661,6 +681,7 @@ pub fn parse_file(
                 rename: raw.rename,
                 read_only: raw.read_only.unwrap_or(false),
             },
+            pin: raw.pin.unwrap_or_default(),
         });
     }
     Ok((raw.server, raw.logging, upstreams))
@@ -731,6 +752,7 @@ pub fn load(
             roots: Roots::None,
             era: Era::Auto,
             policy: Policy::default(),
+            pin: PinMode::default(),
         };
         override_upstream(&mut upstreams, sentinel);
     }
@@ -753,6 +775,7 @@ pub fn load(
             roots: Roots::None,
             era: Era::Auto,
             policy: Policy::default(),
+            pin: PinMode::default(),
         };
         override_upstream(&mut upstreams, overseer);
     }

@@ -313,6 +313,8 @@ pub struct Upstream {
     /// What of this upstream clients see (`tools`, `prompts`, `resources`, `rename`,
     /// `read_only`).
     pub policy: proto::config::Policy,
+    /// How its tool definitions are pinned (`pin`).
+    pub pin: proto::config::PinMode,
     /// With `roots = "client"`: the one client session this upstream serves now.
     lease: Mutex<Option<std::sync::Weak<dyn ClientSession>>>,
     /// Ends the current connection and starts a new one at once (no backoff).
@@ -363,6 +365,7 @@ impl Upstream {
             roots: Roots::None,
             era: Default::default(),
             policy: Default::default(),
+            pin: Default::default(),
             lease: Mutex::new(None),
             restart: Notify::new(),
             log_level: Mutex::new(None),
@@ -370,6 +373,11 @@ impl Upstream {
     }
 
     /// Sets what the upstream's `roots/list` is answered with (before it starts).
+    pub fn with_pin(mut self, pin: proto::config::PinMode) -> Self {
+        self.pin = pin;
+        self
+    }
+
     pub fn with_policy(mut self, policy: proto::config::Policy) -> Self {
         self.policy = policy;
         self

@@ -21,6 +21,8 @@ struct Opts {
     extra: usize,
     weird: bool,
     crash_after: Option<u64>,
+    /// `--describe-echo TEXT`: what the echo tool claims to do (a changed definition).
+    echo_description: Option<String>,
 }
 
 fn parse_args() -> Opts {
@@ -30,6 +32,7 @@ fn parse_args() -> Opts {
         extra: 0,
         weird: false,
         crash_after: None,
+        echo_description: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -39,6 +42,7 @@ fn parse_args() -> Opts {
             "--extra-tools" => o.extra = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--weird-names" => o.weird = true,
             "--crash-after" => o.crash_after = args.next().and_then(|v| v.parse().ok()),
+            "--describe-echo" => o.echo_description = args.next(),
             "--slow-start" => {
                 let ms = args.next().and_then(|v| v.parse().ok()).unwrap_or(0);
                 std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -78,7 +82,10 @@ fn main() {
     let opts = parse_args();
     eprintln!("fixture {} starting", opts.name);
     let mut tools = vec![
-        tool("echo", "echo a message"),
+        tool(
+            "echo",
+            opts.echo_description.as_deref().unwrap_or("echo a message"),
+        ),
         tool("whoami", "name and pid"),
         tool("exit", "exit the process"),
         tool("sleep", "answer after ms"),

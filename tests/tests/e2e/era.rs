@@ -13,7 +13,7 @@ use crate::compat::matrix;
 /// 2026-07-28 scenario tools written the 2025 way), under prefixes `everything` and `fx`.
 fn two_upstreams(tp: &ThirdParty) -> String {
     format!(
-        "{}[[upstream]]\nname = \"fx\"\ncommand = {:?}\n",
+        "{}[[upstream]]\nname = \"fx\"\ncommand = {:?}\npin = \"warn\"\n",
         tp.node_entry("everything", &tp.everything(), &["stdio"], ""),
         bin("fixture-everything").display().to_string()
     )
@@ -185,7 +185,7 @@ async fn clients_of_both_eras_work_against_upstreams_that_speak_only_2026_07_28(
     .await;
     // And our fixture over stdio, 2026-07-28 only: it refuses initialize with -32022.
     let config = format!(
-        "[[upstream]]\nname = \"ts2\"\nurl = \"http://127.0.0.1:{ts_port}/mcp\"\n\n[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{py_port}/mcp\"\n\n[[upstream]]\nname = \"fx\"\ncommand = {:?}\nargs = [\"--stateless\"]\n",
+        "[[upstream]]\nname = \"ts2\"\nurl = \"http://127.0.0.1:{ts_port}/mcp\"\n\n[[upstream]]\nname = \"py\"\nurl = \"http://127.0.0.1:{py_port}/mcp\"\n\n[[upstream]]\nname = \"fx\"\ncommand = {:?}\nargs = [\"--stateless\"]\npin = \"warn\"\n",
         bin("fixture-everything").display().to_string()
     );
     let (b, c) = bridge_with(&config, 3).await;
@@ -533,7 +533,7 @@ async fn a_list_no_change_is_announced_for_is_relisted_when_its_ttl_says_it_is_s
     // one second: a tool it adds silently is listed by the bridge a second or so later.
     let (_b, c) = bridge_with(
         &format!(
-            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\nargs = [\"--stateless\", \"--quiet-lists\"]\n",
+            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\nargs = [\"--stateless\", \"--quiet-lists\"]\npin = \"warn\"\n",
             bin("fixture-everything").display().to_string()
         ),
         1,

@@ -14,5 +14,6 @@ mod lifecycle;
 mod oauth;
 mod operations;
 mod passthrough;
+mod pins;
 mod policy;
 mod shim;
