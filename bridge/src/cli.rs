@@ -293,19 +293,33 @@ async fn status(json: bool) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:<20} {:<6} {:<13} {:<10} {:>5} {:>6}  LAST ERROR",
-        "UPSTREAM", "KIND", "STATE", "MCP", "TOOLS", "HIDDEN"
+        "{:<20} {:<6} {:<13} {:<10} {:>5} {:>6} {:>7}  LAST ERROR",
+        "UPSTREAM", "KIND", "STATE", "MCP", "TOOLS", "HIDDEN", "PENDING"
     );
     for u in body["upstreams"].as_array().into_iter().flatten() {
         println!(
-            "{:<20} {:<6} {:<13} {:<10} {:>5} {:>6}  {}",
+            "{:<20} {:<6} {:<13} {:<10} {:>5} {:>6} {:>7}  {}",
             u["name"].as_str().unwrap_or("?"),
             u["transport"].as_str().unwrap_or("?"),
             u["state"].as_str().unwrap_or("?"),
             u["protocol_version"].as_str().unwrap_or("-"),
             u["tools"],
             u["tools_hidden"].as_u64().unwrap_or(0),
+            u["pins_pending"].as_array().map_or(0, Vec::len),
             u["last_error"].as_str().unwrap_or("-")
+        );
+    }
+    if let Some(e) = body["pins_error"].as_str() {
+        println!("tool pins: {e}");
+    }
+    if body["upstreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|u| u["pins_pending"].as_array().is_some_and(|p| !p.is_empty()))
+    {
+        println!(
+            "pending tools: review with `mcp-bridge tools list --pending`, approve with `mcp-bridge tools approve UPSTREAM TOOL`"
         );
     }
     Ok(())
