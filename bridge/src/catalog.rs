@@ -231,8 +231,11 @@ impl Catalog {
         }
         let mut capabilities = serde_json::json!({ "tools": { "listChanged": true } });
         if !resource_owners.is_empty() {
+            // Resource subscriptions are relayed to 2025 upstreams only.
             let subscribe = upstreams.iter().any(|u| {
-                u.lists().capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true))
+                !u.speaks_stateless()
+                    && u.lists().capabilities.pointer("/resources/subscribe")
+                        == Some(&Value::Bool(true))
             });
             capabilities["resources"] =
                 serde_json::json!({ "listChanged": true, "subscribe": subscribe });

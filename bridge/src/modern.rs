@@ -1264,8 +1264,16 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
         }
     }
     // Resource subscriptions: each URI the upstream that serves it accepts (it is subscribed
-    // once, however many sessions and streams want it).
-    let mut uris = std::collections::HashSet::new();
+    // once, however many sessions and streams want it). The stream is registered, and each URI
+    // counted as its own, before the upstream is asked, so a stream closing meanwhile never
+    // unsubscribes a URI this one still wants; the guard undoes whatever was done if this
+    // request goes away half way.
+    let (listener, rx) = bridge.sessions.add_listener();
+    let guard = ListenGuard {
+        bridge: bridge.clone(),
+        listener: Some(listener),
+    };
+    let mut accepted = Vec::new();
     for uri in wanted
         .get("resourceSubscriptions")
         .and_then(Value::as_array)
@@ -1274,31 +1282,23 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
         .filter_map(Value::as_str)
         .take(1000)
     {
-        let accepted = bridge.sessions.anyone_subscribed(uri)
+        bridge.sessions.listener_uri(listener, uri, true);
+        let ok = bridge.sessions.others_than_listener(uri, listener)
             || bridge
                 .registry
                 .forward("resources/subscribe", json!({ "uri": uri }), None)
                 .await
                 .is_ok();
-        if accepted {
-            uris.insert(uri.to_owned());
+        if ok {
+            accepted.push(Value::String(uri.to_owned()));
+        } else {
+            bridge.sessions.listener_uri(listener, uri, false);
         }
     }
-    let mut guard = ListenGuard {
-        bridge: bridge.clone(),
-        listener: None,
-    };
-    let updates = if uris.is_empty() {
-        None
-    } else {
-        honored.insert(
-            "resourceSubscriptions".into(),
-            Value::Array(uris.iter().cloned().map(Value::String).collect()),
-        );
-        let (listener, rx) = bridge.sessions.add_listener(uris);
-        guard.listener = Some(listener);
-        Some(rx)
-    };
+    if !accepted.is_empty() {
+        honored.insert("resourceSubscriptions".into(), Value::Array(accepted));
+    }
+    let updates = Some(rx);
     let tag = json!({ META_SUBSCRIPTION: id });
     let ack = json!({
         "jsonrpc": "2.0",

@@ -469,6 +469,15 @@ impl Registry {
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let (up, original) = by_uri(params.get("uri").and_then(Value::as_str))?;
+                if method != "resources/read" && up.speaks_stateless() {
+                    return Err(RpcError::new(
+                        jsonrpc::METHOD_NOT_FOUND,
+                        format!(
+                            "upstream {:?} speaks MCP 2026-07-28, whose resource subscriptions mcp-bridge does not relay yet",
+                            up.name
+                        ),
+                    ));
+                }
                 params["uri"] = Value::String(original);
                 up
             }

@@ -294,7 +294,11 @@ pub fn parse_event_id(s: &str) -> Option<u64> {
 
 /// A 2026-07-28 listen stream's resource subscriptions: the exposed URIs, and where their
 /// updates go.
-type Listener = (HashSet<String>, mpsc::UnboundedSender<Value>);
+type Listener = (HashSet<String>, mpsc::Sender<Value>);
+
+/// Resource updates queued for a listen stream that is not being read before new ones are
+/// dropped.
+const LISTEN_QUEUE: usize = 256;
 
 pub struct Sessions {
     map: RwLock<HashMap<String, Arc<Session>>>,
@@ -424,12 +428,33 @@ impl Sessions {
         self.others_subscribed(uri, "")
     }
 
-    /// A listen stream subscribing to `uris`: its id and where the updates arrive.
-    pub fn add_listener(&self, uris: HashSet<String>) -> (u64, mpsc::UnboundedReceiver<Value>) {
+    /// Whether a session or a listen stream other than `except` subscribed to `uri`.
+    pub fn others_than_listener(&self, uri: &str, except: u64) -> bool {
+        self.all().iter().any(|s| s.subscribed_to(uri))
+            || self
+                .listeners
+                .lock()
+                .iter()
+                .any(|(id, (uris, _))| *id != except && uris.contains(uri))
+    }
+
+    /// A listen stream, subscribed to nothing yet: its id and where its updates arrive.
+    pub fn add_listener(&self) -> (u64, mpsc::Receiver<Value>) {
         let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.listeners.lock().insert(id, (uris, tx));
+        let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
+        self.listeners.lock().insert(id, (HashSet::new(), tx));
         (id, rx)
+    }
+
+    /// Adds (`true`) or removes a URI of a listen stream's subscriptions.
+    pub fn listener_uri(&self, id: u64, uri: &str, add: bool) {
+        if let Some((uris, _)) = self.listeners.lock().get_mut(&id) {
+            if add {
+                uris.insert(uri.to_owned());
+            } else {
+                uris.remove(uri);
+            }
+        }
     }
 
     /// A listen stream ended; the URIs it had subscribed to.
@@ -531,8 +556,11 @@ impl Downstream for Sessions {
             }
         }
         for (uris, tx) in self.listeners.lock().values() {
-            if uris.contains(uri) {
-                let _ = tx.send(msg.clone());
+            if uris.contains(uri) && tx.try_send(msg.clone()).is_err() {
+                tracing::debug!(
+                    uri,
+                    "a listen stream is not being read; a resource update was dropped"
+                );
             }
         }
     }

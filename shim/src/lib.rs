@@ -523,11 +523,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let key = msg.get("id").map(Value::to_string).unwrap_or_default();
             let s = shim.clone();
             let k = key.clone();
+            // The task starts once its handle is registered, so its own removal at the end
+            // never comes before the insert.
+            let (go, ready) = tokio::sync::oneshot::channel::<()>();
             let handle = tasks.spawn(async move {
+                let _ = ready.await;
                 s.forward_stateless(msg).await;
                 s.stateless.lock().remove(&k);
             });
             shim.stateless.lock().insert(key, handle);
+            let _ = go.send(());
         } else if is_init {
             // Later messages need the session id, so initialize completes before anything else.
             shim.forward(msg).await;

@@ -373,6 +373,11 @@ impl Upstream {
     }
 
     /// Sets what the upstream's `roots/list` is answered with (before it starts).
+    /// Whether the upstream was last spoken to in MCP 2026-07-28.
+    pub fn speaks_stateless(&self) -> bool {
+        self.status.borrow().protocol_version.as_deref() == Some(crate::modern::VERSION)
+    }
+
     pub fn with_pin(mut self, pin: proto::config::PinMode) -> Self {
         self.pin = pin;
         self
@@ -599,6 +604,14 @@ impl Upstream {
                 None => self.wait_ready().await?,
             };
         }
+        // A 2026-07-28 client's call may wait for that client's input (parked, for up to
+        // `INPUT_ROUND_WAIT`) while the upstream's request stays open: its bound allows for that.
+        let timeout = if ctx.as_ref().is_some_and(|c| c.session.stateless()) && !conn.is_stateless()
+        {
+            timeout + INPUT_ROUND_WAIT
+        } else {
+            timeout
+        };
         let first = conn
             .call_with(method, params.clone(), timeout, ctx.clone())
             .await?;
@@ -651,6 +664,9 @@ impl Upstream {
             answer = conn
                 .call_with(method, Some(retry), timeout, ctx.clone())
                 .await?;
+        }
+        if answer.get("resultType").and_then(Value::as_str) != Some("input_required") {
+            return Ok(answer);
         }
         Err(CallError::Unavailable {
             upstream: self.name.to_string(),

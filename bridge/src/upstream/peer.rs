@@ -35,6 +35,9 @@ pub struct RpcPeer {
     /// Set when the upstream speaks MCP 2026-07-28: the `_meta` every request carries
     /// (protocol version, the bridge's client capabilities and info).
     stateless: Mutex<Option<serde_json::Map<String, Value>>>,
+    /// Client capabilities the bridge answers itself (fixed `roots`), declared whoever the
+    /// client is.
+    own_capabilities: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -80,7 +83,13 @@ impl RpcPeer {
             inner: Mutex::new(Inner::default()),
             next_id: AtomicU64::new(1),
             stateless: Mutex::new(None),
+            own_capabilities: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Capabilities declared upstream whatever the client: those the bridge answers itself.
+    pub fn set_own_capabilities(&self, caps: Vec<String>) {
+        *self.own_capabilities.lock() = caps;
     }
 
     /// From now on every request carries `meta` in its `_meta` (MCP 2026-07-28).
@@ -169,9 +178,10 @@ impl RpcPeer {
                 && let Some(Value::Object(bridge_caps)) =
                     meta.get(crate::modern::META_CAPABILITIES).cloned()
             {
+                let own = self.own_capabilities.lock().clone();
                 let caps: serde_json::Map<String, Value> = bridge_caps
                     .into_iter()
-                    .filter(|(k, _)| ctx.session.has_capability(k))
+                    .filter(|(k, _)| ctx.session.has_capability(k) || own.contains(k))
                     .collect();
                 meta.insert(crate::modern::META_CAPABILITIES.into(), Value::Object(caps));
             }
@@ -309,14 +319,20 @@ impl RpcPeer {
     /// answer to another.
     pub fn latest_context(&self, capability: Option<&str>) -> Guess {
         let inner = self.inner.lock();
-        let all: Vec<(u64, &Arc<RequestContext>)> = inner
-            .pending
-            .iter()
-            .filter_map(|(id, p)| Some((*id, p.ctx.as_ref()?)))
-            .filter(|(_, c)| {
-                capability.is_none_or(|cap| c.session.has_capability(cap) || c.session.stateless())
-            })
+        let in_flight = || {
+            inner
+                .pending
+                .iter()
+                .filter_map(|(id, p)| Some((*id, p.ctx.as_ref()?)))
+        };
+        // Those whose client declared the capability; else a 2026-07-28 client's, which answers
+        // a missing capability itself (-32021) rather than have it go elsewhere.
+        let mut all: Vec<(u64, &Arc<RequestContext>)> = in_flight()
+            .filter(|(_, c)| capability.is_none_or(|cap| c.session.has_capability(cap)))
             .collect();
+        if all.is_empty() && capability.is_some() {
+            all = in_flight().filter(|(_, c)| c.session.stateless()).collect();
+        }
         let Some((_, first)) = all.first() else {
             return Guess::None;
         };

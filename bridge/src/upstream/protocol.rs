@@ -138,6 +138,9 @@ async fn stateless_handshake(
 ) -> Result<(), CallError> {
     not_this_bridge(up, &discover)?;
     peer.set_stateless(stateless_meta(up));
+    if matches!(up.roots, Roots::Fixed(_)) {
+        peer.set_own_capabilities(vec!["roots".into()]);
+    }
     let server_info = discover
         .pointer("/_meta")
         .and_then(|m| m.get(modern::META_SERVER))

@@ -137,18 +137,17 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
         tokio::spawn(async move {
             // POSTs in flight by request id: over 2026-07-28, cancelling a request is closing
             // its exchange, not a notification.
-            let mut in_flight: std::collections::HashMap<String, tokio::task::AbortHandle> =
-                Default::default();
+            let mut in_flight = InFlight::default();
             while let Some(line) = out_rx.recv().await {
                 let (conn, peer) = (conn.clone(), peer.clone());
-                in_flight.retain(|_, t| !t.is_finished());
+                in_flight.0.retain(|_, t| !t.is_finished());
                 if peer.is_stateless() {
                     let msg: Value = serde_json::from_slice(&line).unwrap_or_default();
                     if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
                     {
                         if let Some(t) = msg
                             .pointer("/params/requestId")
-                            .and_then(|id| in_flight.remove(&id.to_string()))
+                            .and_then(|id| in_flight.0.remove(&id.to_string()))
                         {
                             t.abort();
                         }
@@ -157,7 +156,7 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
                     let key = msg.get("id").map(Value::to_string);
                     let task = tokio::spawn(async move { conn.post(&peer, line).await });
                     if let Some(key) = key {
-                        in_flight.insert(key, task.abort_handle());
+                        in_flight.0.insert(key, task.abort_handle());
                     }
                     continue;
                 }
@@ -187,6 +186,19 @@ async fn run_once(up: Arc<Upstream>, spec: Arc<HttpSpec>, shutdown: Cancellation
         sender,
     };
     super::connection::run(&up, peer, &mut transport, &shutdown).await
+}
+
+/// The 2026-07-28 POSTs in flight (the `subscriptions/listen` among them), by request id. They
+/// are aborted with the connection's sender task: nothing of a closed connection keeps running.
+#[derive(Default)]
+struct InFlight(std::collections::HashMap<String, tokio::task::AbortHandle>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for t in self.0.values() {
+            t.abort();
+        }
+    }
 }
 
 /// A Streamable HTTP (or legacy SSE) session as a connection's transport: failures arrive on
