@@ -402,10 +402,12 @@ mod tests {
     use crate::downstream::ClientSession;
     use futures_util::future::BoxFuture;
 
-    /// A client session that declared sampling, from `origin`.
+    /// A client session that declared sampling, from `origin`; or (`stateless`) a 2026-07-28
+    /// client's request that declared nothing.
     struct FakeClient {
         id: String,
         origin: Option<String>,
+        stateless: bool,
     }
 
     impl ClientSession for FakeClient {
@@ -416,7 +418,10 @@ mod tests {
             self.origin.as_deref()
         }
         fn has_capability(&self, capability: &str) -> bool {
-            capability == "sampling"
+            capability == "sampling" && !self.stateless
+        }
+        fn stateless(&self) -> bool {
+            self.stateless
         }
         fn wants_log(&self, _: &str) -> bool {
             true
@@ -434,11 +439,16 @@ mod tests {
     }
 
     fn ctx(sessions: &mut u32, origin: Option<&str>) -> Arc<RequestContext> {
+        ctx_of(sessions, origin, false)
+    }
+
+    fn ctx_of(sessions: &mut u32, origin: Option<&str>, stateless: bool) -> Arc<RequestContext> {
         *sessions += 1;
         Arc::new(RequestContext {
             session: Arc::new(FakeClient {
                 id: format!("session-{sessions}"),
                 origin: origin.map(str::to_owned),
+                stateless,
             }),
             related: None,
             progress_token: None,
@@ -490,6 +500,27 @@ mod tests {
         );
         assert!(peer.serves_session(local.session.id()));
         assert!(!peer.serves_session("nobody"));
+    }
+
+    #[tokio::test]
+    async fn a_guess_prefers_a_client_that_declared_the_capability() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let peer = Arc::new(RpcPeer::new("u".into(), tx));
+        let mut sessions = 0;
+        // A 2026-07-28 call without sampling, alone: it gets the request (and answers -32021).
+        let modern = ctx_of(&mut sessions, None, true);
+        in_flight(&peer, modern.clone()).await;
+        match peer.latest_context(Some("sampling")) {
+            Guess::One(c) => assert_eq!(c.session.id(), modern.session.id()),
+            _ => panic!("the only call in flight"),
+        }
+        // A later call whose client declared sampling: it wins, though the other is older.
+        let declared = ctx(&mut sessions, None);
+        in_flight(&peer, declared.clone()).await;
+        match peer.latest_context(Some("sampling")) {
+            Guess::One(c) => assert_eq!(c.session.id(), declared.session.id()),
+            _ => panic!("a call whose client declared the capability"),
+        }
     }
 
     /// A peer whose transport is a channel the test reads.
@@ -591,6 +622,7 @@ mod tests {
             session: Arc::new(FakeClient {
                 id: "s".into(),
                 origin: None,
+                stateless: false,
             }),
             related: Some(tx),
             progress_token: Some(json!(42)),
