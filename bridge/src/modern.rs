@@ -32,7 +32,6 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::downstream::{ClientSession, RequestContext};
 use crate::jsonrpc::{self, Kind, RpcError};
-use crate::registry::Catalog;
 use crate::server::{Bridge, SESSION_HEADER, VERSION_HEADER, accepts, header_str};
 use crate::session;
 use crate::upstream::{ListKind, SUPPORTED_VERSIONS};
@@ -55,6 +54,26 @@ pub const HEADER_MISMATCH: i64 = -32020;
 pub const MISSING_CAPABILITY: i64 = -32021;
 /// The protocol version is not one the server speaks.
 pub const UNSUPPORTED_VERSION: i64 = -32022;
+
+/// The list kinds a `subscriptions/listen` filter names: its flag, the server capability whose
+/// `listChanged` offers it, and the notification it brings.
+pub const LIST_CHANGE_FLAGS: [(&str, &str, &str); 3] = [
+    (
+        "toolsListChanged",
+        "tools",
+        "notifications/tools/list_changed",
+    ),
+    (
+        "promptsListChanged",
+        "prompts",
+        "notifications/prompts/list_changed",
+    ),
+    (
+        "resourcesListChanged",
+        "resources",
+        "notifications/resources/list_changed",
+    ),
+];
 
 /// Methods of the 2025 era that 2026-07-28 removed: answered 404 / -32601 to modern traffic.
 const REMOVED: [&str; 6] = [
@@ -443,12 +462,6 @@ fn server_meta() -> Value {
     })
 }
 
-/// The capabilities modern clients see: those 2025 clients see (resource subscriptions are
-/// served through `subscriptions/listen`).
-fn capabilities(catalog: &Catalog) -> Value {
-    catalog.capabilities.clone()
-}
-
 /// `server/discover`: every version the endpoint speaks (both eras), the aggregate
 /// capabilities, and who this is.
 fn discover(bridge: &Bridge) -> Value {
@@ -460,7 +473,8 @@ fn discover(bridge: &Bridge) -> Value {
         .collect();
     json!({
         "supportedVersions": versions,
-        "capabilities": capabilities(&catalog),
+        // What 2025 clients see (resource subscriptions go through `subscriptions/listen`).
+        "capabilities": catalog.capabilities.clone(),
         "serverInfo": { "name": "mcp-bridge", "title": "mcp-bridge", "version": env!("CARGO_PKG_VERSION") },
         "instructions": "This server bridges several MCP servers. Tool names are <upstream>__<tool>.",
         "resultType": "complete",
@@ -1214,15 +1228,12 @@ impl Mrtr {
 /// unsubscribe from each URI nobody else (no session, no other stream) still wants.
 struct ListenGuard {
     bridge: Arc<Bridge>,
-    listener: Option<u64>,
+    listener: u64,
 }
 
 impl Drop for ListenGuard {
     fn drop(&mut self) {
-        let Some(id) = self.listener.take() else {
-            return;
-        };
-        let uris = self.bridge.sessions.remove_listener(id);
+        let uris = self.bridge.sessions.remove_listener(self.listener);
         let bridge = self.bridge.clone();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -1254,11 +1265,7 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
     let offered =
         |cap: &str| caps.pointer(&format!("/{cap}/listChanged")) == Some(&Value::Bool(true));
     let mut honored = Map::new();
-    for (flag, cap) in [
-        ("toolsListChanged", "tools"),
-        ("promptsListChanged", "prompts"),
-        ("resourcesListChanged", "resources"),
-    ] {
+    for (flag, cap, _) in LIST_CHANGE_FLAGS {
         if wanted.get(flag) == Some(&Value::Bool(true)) && offered(cap) {
             honored.insert(flag.to_owned(), Value::Bool(true));
         }
@@ -1271,7 +1278,7 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
     let (listener, rx) = bridge.sessions.add_listener();
     let guard = ListenGuard {
         bridge: bridge.clone(),
-        listener: Some(listener),
+        listener,
     };
     let mut accepted = Vec::new();
     for uri in wanted
@@ -1298,17 +1305,18 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
     if !accepted.is_empty() {
         honored.insert("resourceSubscriptions".into(), Value::Array(accepted));
     }
-    let updates = Some(rx);
+    let updates = rx;
     let tag = json!({ META_SUBSCRIPTION: id });
     let ack = json!({
         "jsonrpc": "2.0",
         "method": "notifications/subscriptions/acknowledged",
         "params": { "_meta": tag, "notifications": honored },
     });
-    let flag_of = |method: &str| match method {
-        "notifications/tools/list_changed" => "toolsListChanged",
-        "notifications/prompts/list_changed" => "promptsListChanged",
-        _ => "resourcesListChanged",
+    let flag_of = |method: &str| {
+        LIST_CHANGE_FLAGS
+            .iter()
+            .find(|(_, _, m)| *m == method)
+            .map_or("", |(flag, _, _)| *flag)
     };
     let lists = bridge.list_events.subscribe();
     let shutdown = bridge.shutdown.clone();
@@ -1333,7 +1341,7 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(_) => return None,
                     },
-                    Some(mut u) = async { match updates.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    Some(mut u) = updates.recv() => {
                         if let Some(p) = u.get_mut("params").and_then(Value::as_object_mut) {
                             p.insert("_meta".into(), tag.clone());
                         }

@@ -146,44 +146,20 @@ async fn stateless_handshake(
         .and_then(|m| m.get(modern::META_SERVER))
         .or_else(|| discover.get("serverInfo"))
         .cloned();
-    up.update_status(|s| {
-        s.server_info = server_info;
-        s.protocol_version = Some(modern::VERSION.to_owned());
-    });
-    let capabilities = discover
-        .get("capabilities")
-        .cloned()
-        .unwrap_or(Value::Object(Default::default()));
-    let mut fresh = Lists {
-        capabilities,
-        ..Default::default()
-    };
-    // A kind whose changes the upstream does not announce is re-listed when its `ttlMs` says
-    // the list goes stale (at most once a second), so the lists (and the warm cache written
-    // from them) stay as fresh as the upstream says they are.
-    let mut stale_after = Vec::new();
-    for kind in ListKind::ALL {
-        if fresh.capabilities.get(kind.capability()).is_some() {
-            let (items, ttl) = list_all_with_ttl(up, peer, kind, timeout).await?;
-            *kind.get_mut(&mut fresh) = items;
-            let announced = fresh
-                .capabilities
-                .pointer(&format!("/{}/listChanged", kind.capability()))
-                == Some(&Value::Bool(true));
-            if let Some(ms) = ttl.filter(|ms| *ms > 0 && !announced) {
-                stale_after.push((kind, Duration::from_millis(ms.max(1000))));
-            }
-        }
-    }
+    let (fresh, stale_after) = first_lists(
+        up,
+        peer,
+        server_info,
+        modern::VERSION.to_owned(),
+        discover.get("capabilities"),
+        timeout,
+    )
+    .await?;
     let offers = |cap: &str| {
         fresh.capabilities.pointer(&format!("/{cap}/listChanged")) == Some(&Value::Bool(true))
     };
     let mut filter = serde_json::Map::new();
-    for (flag, cap) in [
-        ("toolsListChanged", "tools"),
-        ("promptsListChanged", "prompts"),
-        ("resourcesListChanged", "resources"),
-    ] {
+    for (flag, cap, _) in modern::LIST_CHANGE_FLAGS {
         if offers(cap) {
             filter.insert(flag.into(), Value::Bool(true));
         }
@@ -255,23 +231,15 @@ async fn initialize(up: &Upstream, peer: &RpcPeer, timeout: Duration) -> Result<
     }
     let version = version.to_owned();
     peer.notify("notifications/initialized", None);
-    up.update_status(|s| {
-        s.server_info = init.get("serverInfo").cloned();
-        s.protocol_version = Some(version);
-    });
-    let capabilities = init
-        .get("capabilities")
-        .cloned()
-        .unwrap_or(Value::Object(Default::default()));
-    let mut fresh = Lists {
-        capabilities,
-        ..Default::default()
-    };
-    for kind in ListKind::ALL {
-        if fresh.capabilities.get(kind.capability()).is_some() {
-            *kind.get_mut(&mut fresh) = list_all(up, peer, kind, timeout).await?;
-        }
-    }
+    let (fresh, _) = first_lists(
+        up,
+        peer,
+        init.get("serverInfo").cloned(),
+        version,
+        init.get("capabilities"),
+        timeout,
+    )
+    .await?;
     // A reconnected upstream starts at its own log level: tell it what the clients asked for.
     if fresh.capabilities.get("logging").is_some()
         && let Some(level) = up.log_level()
@@ -281,6 +249,45 @@ async fn initialize(up: &Upstream, peer: &RpcPeer, timeout: Duration) -> Result<
     }
     up.publish(|l| *l = fresh);
     Ok(())
+}
+
+/// After `initialize` or `server/discover`: records who the server is and which version it
+/// speaks, and fetches every list its capabilities announce. Also says, for each kind whose
+/// changes the server does not announce (no `listChanged`), when its `ttlMs` makes it stale
+/// (at most once a second), so a 2026-07-28 upstream's lists can be kept as fresh as it says.
+async fn first_lists(
+    up: &Upstream,
+    peer: &RpcPeer,
+    server_info: Option<Value>,
+    version: String,
+    capabilities: Option<&Value>,
+    timeout: Duration,
+) -> Result<(Lists, Vec<(ListKind, Duration)>), CallError> {
+    up.update_status(|s| {
+        s.server_info = server_info;
+        s.protocol_version = Some(version);
+    });
+    let mut fresh = Lists {
+        capabilities: capabilities
+            .cloned()
+            .unwrap_or(Value::Object(Default::default())),
+        ..Default::default()
+    };
+    let mut stale_after = Vec::new();
+    for kind in ListKind::ALL {
+        if fresh.capabilities.get(kind.capability()).is_some() {
+            let (items, ttl) = list_all_with_ttl(up, peer, kind, timeout).await?;
+            *kind.get_mut(&mut fresh) = items;
+            let announced = fresh
+                .capabilities
+                .pointer(&format!("/{}/listChanged", kind.capability()))
+                == Some(&Value::Bool(true));
+            if let Some(ms) = ttl.filter(|ms| *ms > 0 && !announced) {
+                stale_after.push((kind, Duration::from_millis(ms.max(1000))));
+            }
+        }
+    }
+    Ok((fresh, stale_after))
 }
 
 /// Fetches one list, following pagination to the end.

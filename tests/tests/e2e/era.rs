@@ -19,6 +19,15 @@ fn two_upstreams(tp: &ThirdParty) -> String {
     )
 }
 
+/// fixture-everything as upstream `fx`, with `args`; pinned in `warn` mode like every fixture
+/// (its list-change trigger adds a tool).
+fn fx_entry(args: &[&str]) -> String {
+    format!(
+        "[[upstream]]\nname = \"fx\"\ncommand = {:?}\nargs = {args:?}\npin = \"warn\"\n",
+        bin("fixture-everything").display().to_string()
+    )
+}
+
 /// A third-party SDK client script: tests/compat/py_client.py or tests/js/ts2-client.mjs.
 #[derive(Clone, Copy)]
 enum Sdk {
@@ -286,13 +295,7 @@ async fn modern_post(url: &str, client: &str, auth: &str, method: &str, params: 
 
 #[tokio::test]
 async fn a_request_state_answers_only_the_client_it_was_issued_to() {
-    let b = Bridge::builder()
-        .config(&format!(
-            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\n",
-            bin("fixture-everything").display().to_string()
-        ))
-        .start()
-        .await;
+    let b = Bridge::builder().config(&fx_entry(&[])).start().await;
     b.wait_ready(1).await;
     let call = |client: &'static str, extra: Value| {
         let mut params =
@@ -408,14 +411,7 @@ async fn modern_traffic_gets_405_for_get_and_delete_and_2025_sessions_are_untouc
 
 #[tokio::test]
 async fn an_mcp_param_header_must_agree_with_the_argument_it_mirrors() {
-    let (b, _c) = bridge_with(
-        &format!(
-            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\n",
-            bin("fixture-everything").display().to_string()
-        ),
-        1,
-    )
-    .await;
+    let (b, _c) = bridge_with(&fx_entry(&[]), 1).await;
     let call = async |header: Option<&str>| {
         let mut req = reqwest::Client::new()
             .post(&b.url)
@@ -455,14 +451,7 @@ async fn an_mcp_param_header_must_agree_with_the_argument_it_mirrors() {
 #[tokio::test]
 async fn a_listen_stream_gets_the_updates_of_the_resources_it_subscribed_to() {
     use futures_util::StreamExt;
-    let (b, c) = bridge_with(
-        &format!(
-            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\n",
-            bin("fixture-everything").display().to_string()
-        ),
-        1,
-    )
-    .await;
+    let (b, c) = bridge_with(&fx_entry(&[]), 1).await;
     let uri = "fx+test://watched-resource";
     let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                       "io.modelcontextprotocol/clientCapabilities": {}});
@@ -531,14 +520,7 @@ async fn a_listen_stream_gets_the_updates_of_the_resources_it_subscribed_to() {
 async fn a_list_no_change_is_announced_for_is_relisted_when_its_ttl_says_it_is_stale() {
     // A 2026-07-28 upstream that announces no list changes but says its tool list is fresh for
     // one second: a tool it adds silently is listed by the bridge a second or so later.
-    let (_b, c) = bridge_with(
-        &format!(
-            "[[upstream]]\nname = \"fx\"\ncommand = {:?}\nargs = [\"--stateless\", \"--quiet-lists\"]\npin = \"warn\"\n",
-            bin("fixture-everything").display().to_string()
-        ),
-        1,
-    )
-    .await;
+    let (_b, c) = bridge_with(&fx_entry(&["--stateless", "--quiet-lists"]), 1).await;
     assert!(
         !c.tool_names()
             .await
