@@ -9,6 +9,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use proto::config::ProfileConfig;
+
 use crate::naming;
 use crate::upstream::{ListKind, Upstream};
 
@@ -63,6 +65,8 @@ pub struct Catalog {
     resource_owners: Vec<Arc<Upstream>>,
     /// The server capabilities the bridge can honestly announce.
     pub capabilities: Value,
+    /// The profile this catalog shows; `None` for everything (`all`).
+    pub view: Option<Arc<ProfileConfig>>,
 }
 
 /// Exposes the named items (tools or prompts) of every upstream, resolving clashes.
@@ -93,14 +97,39 @@ type Named = (
 /// Upstream name → the tools held back until approved (`pins`).
 pub type Held = HashMap<String, std::collections::HashSet<String>>;
 
-fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind, held: &Held) -> Named {
+/// Whether a profile shows an item its upstream's policy shows (`preferred`: the exposed name,
+/// or the exposed URI of a resource or template).
+fn in_view(view: Option<&ProfileConfig>, kind: ListKind, item: &Value, preferred: &str) -> bool {
+    let Some(v) = view else {
+        return true;
+    };
+    match kind {
+        ListKind::Tools => {
+            v.tools.admits(preferred)
+                && (!v.read_only
+                    || item.pointer("/annotations/readOnlyHint") == Some(&Value::Bool(true)))
+        }
+        ListKind::Prompts => v.prompts.admits(preferred),
+        ListKind::Resources | ListKind::Templates => v.resources.admits(preferred),
+    }
+}
+
+fn name_items(
+    upstreams: &[Arc<Upstream>],
+    kind: ListKind,
+    held: &Held,
+    view: Option<&ProfileConfig>,
+) -> Named {
     let mut routes = HashMap::new();
     let mut hidden = HashMap::new();
     let mut pending = HashMap::new();
     let mut items = Vec::new();
+    // Every exposed name, in view or not: a profile's names are the names `all` shows.
+    let mut taken = std::collections::HashSet::new();
     for up in upstreams {
         let lists = up.lists();
         let held_here = held.get(&*up.name);
+        let upstream_in_view = view.is_none_or(|v| v.includes(&up.name));
         for item in kind.get(&lists) {
             let Some(original) = item.get("name").and_then(Value::as_str) else {
                 continue;
@@ -110,23 +139,33 @@ fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind, held: &Held) -> Named
                 .rename
                 .get(original)
                 .map_or(original, String::as_str);
+            let preferred = naming::expose(&up.prefix, renamed);
+            // What a profile leaves out, its clients never learn of (not even as hidden).
+            let visible = upstream_in_view && in_view(view, kind, item, &preferred);
             if !shown(up, kind, item, original) {
-                hidden.insert(naming::expose(&up.prefix, renamed), up.name.clone());
+                if visible {
+                    hidden.insert(preferred, up.name.clone());
+                }
                 continue;
             }
             if kind == ListKind::Tools && held_here.is_some_and(|h| h.contains(original)) {
-                pending.insert(naming::expose(&up.prefix, renamed), up.name.clone());
+                if visible {
+                    pending.insert(preferred, up.name.clone());
+                }
                 continue;
             }
-            let preferred = naming::expose(&up.prefix, renamed);
             let mut exposed = preferred.clone();
             let mut attempt = 0;
-            while routes.contains_key(&exposed) {
+            while taken.contains(&exposed) {
                 attempt += 1;
                 exposed = naming::disambiguate(&preferred, &up.name, original, attempt);
             }
-            if attempt > 0 {
+            if attempt > 0 && view.is_none() {
                 tracing::warn!(upstream = %up.name, name = %original, exposed = %exposed, kind = kind.key(), "name collision; exposing under a disambiguated name");
+            }
+            taken.insert(exposed.clone());
+            if !visible {
+                continue;
             }
             let mut item = item.clone();
             item["name"] = Value::String(exposed.clone());
@@ -140,7 +179,7 @@ fn name_items(upstreams: &[Arc<Upstream>], kind: ListKind, held: &Held) -> Named
             );
         }
     }
-    for name in routes.keys() {
+    for name in &taken {
         hidden.remove(name);
         pending.remove(name);
     }
@@ -161,10 +200,28 @@ impl Catalog {
 
     /// [`build`](Self::build), leaving out the tools `held` back until approved.
     pub fn build_held(upstreams: &[Arc<Upstream>], held: &Held) -> Self {
+        Self::build_view(upstreams, held, None)
+    }
+
+    /// What the profile `view` shows (everything when `None`): the upstreams it includes, and
+    /// of those only the names and URIs it admits, under the same names `all` shows them.
+    pub fn build_view(
+        upstreams: &[Arc<Upstream>],
+        held: &Held,
+        view: Option<Arc<ProfileConfig>>,
+    ) -> Self {
+        let v = view.as_deref();
         let (tools, routes, hidden_tools, pending_tools) =
-            name_items(upstreams, ListKind::Tools, held);
+            name_items(upstreams, ListKind::Tools, held, v);
         let (prompt_items, prompts, hidden_prompts, _) =
-            name_items(upstreams, ListKind::Prompts, held);
+            name_items(upstreams, ListKind::Prompts, held, v);
+        // Resources and capabilities: only the upstreams in view.
+        let upstreams: Vec<Arc<Upstream>> = upstreams
+            .iter()
+            .filter(|u| v.is_none_or(|v| v.includes(&u.name)))
+            .cloned()
+            .collect();
+        let upstreams = upstreams.as_slice();
         let mut resources = Vec::new();
         let mut templates = Vec::new();
         let mut uri_prefixes: HashMap<String, Arc<Upstream>> = HashMap::new();
@@ -193,13 +250,13 @@ impl Catalog {
                 let Some(uri) = r.get("uri").and_then(Value::as_str) else {
                     continue;
                 };
-                if !up.policy.resources.admits(uri) {
+                let shown = naming::expose_uri(&up.prefix, uri);
+                if !up.policy.resources.admits(uri) || !in_view(v, ListKind::Resources, r, &shown) {
                     continue;
                 }
                 plain_uris
                     .entry(uri.to_owned())
                     .or_insert_with(|| up.clone());
-                let shown = naming::expose_uri(&up.prefix, uri);
                 match exposed_uris.entry(shown.clone()) {
                     MapEntry::Vacant(v) => {
                         v.insert((up.clone(), uri.to_owned()));
@@ -217,7 +274,8 @@ impl Catalog {
                 let Some(tpl) = t.get("uriTemplate").and_then(Value::as_str) else {
                     continue;
                 };
-                if !up.policy.resources.admits(tpl) {
+                let shown = naming::expose_uri(&up.prefix, tpl);
+                if !up.policy.resources.admits(tpl) || !in_view(v, ListKind::Templates, t, &shown) {
                     continue;
                 }
                 let head = tpl.split('{').next().unwrap_or("");
@@ -225,7 +283,7 @@ impl Catalog {
                     template_heads.push((head.to_owned(), up.clone()));
                 }
                 let mut t = t.clone();
-                t["uriTemplate"] = Value::String(naming::expose_uri(&up.prefix, tpl));
+                t["uriTemplate"] = Value::String(shown);
                 templates.push(t);
             }
         }
@@ -265,7 +323,13 @@ impl Catalog {
             template_heads,
             resource_owners,
             capabilities,
+            view,
         }
+    }
+
+    /// Whether this catalog's profile admits the exposed URI `uri` (always, for `all`).
+    pub fn admits_uri(&self, uri: &str) -> bool {
+        self.view.as_ref().is_none_or(|v| v.resources.admits(uri))
     }
 
     /// Finds the owner of a resource URI and the URI at that upstream: by an exposed listed URI,
@@ -341,6 +405,65 @@ impl Catalog {
     }
 }
 
+/// The catalogs of every profile (`all` included), built together from one state of the
+/// upstreams.
+#[derive(Debug)]
+pub struct Catalogs {
+    all: Arc<Catalog>,
+    views: HashMap<Arc<str>, Arc<Catalog>>,
+}
+
+impl Catalogs {
+    pub fn empty() -> Self {
+        Self::build(&[], &Held::new(), &crate::views::Views::default())
+    }
+
+    pub fn build(upstreams: &[Arc<Upstream>], held: &Held, views: &crate::views::Views) -> Self {
+        let all = Arc::new(Catalog::build_held(upstreams, held));
+        let views = views
+            .all()
+            .map(|(name, p)| {
+                let c = if p.is_open() {
+                    all.clone()
+                } else {
+                    Arc::new(Catalog::build_view(upstreams, held, Some(p.clone())))
+                };
+                (name.clone(), c)
+            })
+            .collect();
+        Self { all, views }
+    }
+
+    /// What `all` shows: everything.
+    pub fn all(&self) -> &Arc<Catalog> {
+        &self.all
+    }
+
+    /// The catalog of the profile `view`; `None` once a reload removed it.
+    pub fn get(&self, view: &str) -> Option<&Arc<Catalog>> {
+        self.views.get(view)
+    }
+
+    /// The profiles and their catalogs.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Catalog>)> {
+        self.views.iter()
+    }
+
+    /// Whether `next` differs in anything a client sees or is told (lists, names held back or
+    /// hidden, the set of profiles).
+    pub fn differs_from(&self, next: &Catalogs) -> bool {
+        self.views.len() != next.views.len()
+            || next.views.iter().any(|(name, n)| {
+                self.views.get(name).is_none_or(|c| {
+                    !c.changes(n).is_empty()
+                        || c.pending_tools != n.pending_tools
+                        || c.hidden_tools != n.hidden_tools
+                        || c.capabilities != n.capabilities
+                })
+            })
+    }
+}
+
 /// Rewrites the resource URIs inside an upstream's answer the way lists expose them, so a
 /// client can read what a result points at: `contents[].uri` of a read, resource links and
 /// embedded resources in a tool result's `content`, and in a prompt's messages.
@@ -382,6 +505,38 @@ pub(crate) fn expose_result_uris(prefix: &str, method: &str, result: &mut Value)
                         }
                         Some(c) => block(prefix, c),
                         None => {}
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Drops the resource links and embedded resources of an answer (already in exposed URIs)
+/// that `catalog`'s profile does not show, so a tool or prompt cannot tell its client of them.
+pub(crate) fn drop_unseen_links(catalog: &Catalog, method: &str, result: &mut Value) {
+    let seen = |c: &Value| {
+        let uri = match c.get("type").and_then(Value::as_str) {
+            Some("resource_link") => c.get("uri"),
+            Some("resource") => c.pointer("/resource/uri"),
+            _ => return true,
+        };
+        uri.and_then(Value::as_str)
+            .is_none_or(|u| catalog.admits_uri(u))
+    };
+    match method {
+        "tools/call" => {
+            if let Some(content) = result.get_mut("content").and_then(Value::as_array_mut) {
+                content.retain(seen);
+            }
+        }
+        "prompts/get" => {
+            if let Some(messages) = result.get_mut("messages").and_then(Value::as_array_mut) {
+                messages.retain(|m| m.get("content").is_none_or(|c| c.is_array() || seen(c)));
+                for m in messages {
+                    if let Some(Value::Array(items)) = m.get_mut("content") {
+                        items.retain(seen);
                     }
                 }
             }
@@ -503,5 +658,60 @@ mod tests {
         assert_eq!(c.capabilities["resources"]["subscribe"], true);
         assert!(c.capabilities.get("logging").is_none());
         assert_eq!(c.capabilities["prompts"]["listChanged"], true);
+    }
+
+    #[test]
+    fn a_view_keeps_the_names_all_shows_and_nothing_outside_it() {
+        // `b` and `c` both want `x__a_b`; `a` is out of the view.
+        let ro = json!({"readOnlyHint": true});
+        let a = up_with(
+            "a",
+            "",
+            Lists {
+                tools: vec![json!({"name": "x__a_b", "inputSchema": {}})],
+                resources: vec![json!({"uri": "a://secret", "name": "s"})],
+                capabilities: json!({"resources": {}}),
+                ..Default::default()
+            },
+        );
+        let x = up_with(
+            "x",
+            "x",
+            Lists {
+                tools: vec![
+                    json!({"name": "a.b", "inputSchema": {}, "annotations": ro}),
+                    json!({"name": "write", "inputSchema": {}}),
+                ],
+                ..Default::default()
+            },
+        );
+        let ups = [a.clone(), x.clone()];
+        let all = Catalog::build(&ups);
+        let view = ProfileConfig {
+            name: "v".into(),
+            upstreams: Some(vec!["x".into()]),
+            read_only: true,
+            ..Default::default()
+        };
+        let v = Catalog::build_view(&ups, &Held::new(), Some(Arc::new(view)));
+        let names = |c: &Catalog| {
+            let mut n: Vec<String> = c.routes.keys().cloned().collect();
+            n.sort();
+            n
+        };
+        assert_eq!(all.len(), 3);
+        let disambiguated = names(&all)
+            .into_iter()
+            .find(|n| all.routes[n].tool == "a.b")
+            .unwrap();
+        assert_eq!(names(&v), [disambiguated], "the name `all` gives it");
+        assert!(v.hidden_tools.is_empty() && v.pending_tools.is_empty());
+        assert_eq!(
+            v.route_uri("a://secret").map(|(u, _)| u.name.to_string()),
+            None
+        );
+        assert!(v.capabilities.get("resources").is_none());
+        let r: Value = serde_json::from_str(v.resources_result.get()).unwrap();
+        assert_eq!(r["resources"], json!([]));
     }
 }

@@ -309,8 +309,32 @@ async fn status(json: bool) -> anyhow::Result<()> {
             u["last_error"].as_str().unwrap_or("-")
         );
     }
+    for u in body["upstreams"].as_array().into_iter().flatten() {
+        if let Some(p) = u["policy"].as_str() {
+            println!("policy of {}: {p}", u["name"].as_str().unwrap_or("?"));
+        }
+    }
     if let Some(e) = body["pins_error"].as_str() {
         println!("tool pins: {e}");
+    }
+    println!(
+        "{:<20} {:>5} {:>8}  ENDPOINT, WHAT IT SHOWS",
+        "PROFILE", "TOOLS", "SESSIONS"
+    );
+    for p in body["profiles"].as_array().into_iter().flatten() {
+        let default = if p["browser_default"] == true {
+            " (browser origins no profile names)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<20} {:>5} {:>8}  {}: {}{default}",
+            p["name"].as_str().unwrap_or("?"),
+            p["tools"],
+            p["sessions"],
+            p["path"].as_str().unwrap_or("?"),
+            p["shows"].as_str().unwrap_or("?"),
+        );
     }
     if body["upstreams"]
         .as_array()

@@ -15,6 +15,11 @@ impl Report {
         println!("ok    {what}");
     }
 
+    /// Something to look at that is not a failure.
+    fn note(&self, what: impl std::fmt::Display) {
+        println!("note  {what}");
+    }
+
     fn fail(&mut self, what: impl std::fmt::Display, fix: impl std::fmt::Display) {
         self.failures += 1;
         println!("FAIL  {what}\n      fix: {fix}");
@@ -103,6 +108,7 @@ pub async fn run() -> usize {
             ),
         }
     }
+    check_views(&r, &config);
     check_logs(&mut r, &config);
     println!(
         "{}",
@@ -113,6 +119,44 @@ pub async fn run() -> usize {
         }
     );
     r.failures
+}
+
+/// What clients see: each upstream's policy and pin mode, pending approvals, and each profile.
+fn check_views(r: &Report, c: &Config) {
+    for u in &c.upstreams {
+        if let Some(p) = crate::views::describe_policy(&u.policy) {
+            r.ok(format!("upstream {}: policy {p}", u.name));
+        }
+        if u.pin != proto::config::PinMode::Strict {
+            r.ok(format!(
+                "upstream {}: tool definitions pinned in {:?} mode (`pin`)",
+                u.name, u.pin
+            ));
+        }
+    }
+    match crate::pins::describe(&c.config_dir, true) {
+        Ok(text) if text.contains("PENDING") => {
+            let n = text.lines().filter(|l| l.contains(": PENDING")).count();
+            r.note(format!(
+                "{n} tool(s) new or changed since approval; review with `mcp-bridge tools list --pending`, approve with `mcp-bridge tools approve UPSTREAM TOOL`"
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => r.note(format!("tool pins: {e}")),
+    }
+    let views = crate::views::Views::from_config(c);
+    for (name, p) in views.all() {
+        let default = if views.browser() == name {
+            " (served to browser origins no profile names)"
+        } else {
+            ""
+        };
+        r.ok(format!(
+            "profile {name} at {}/{name}: {}{default}",
+            c.mcp_path,
+            crate::views::describe_profile(p)
+        ));
+    }
 }
 
 async fn check_port(r: &mut Report, c: &Config) {

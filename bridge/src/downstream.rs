@@ -81,20 +81,23 @@ impl RequestContext {
 /// notifications go.
 pub trait Downstream: Send + Sync {
     /// Sends `method` to a client that declared `capability`: the one behind `ctx` if it did,
-    /// else the most recent session that did. Resolves to the client's answer.
+    /// else the most recent session that did and whose profile includes `upstream` (the
+    /// upstream asking). Resolves to the client's answer.
     fn request(
         &self,
+        upstream: &str,
         ctx: Option<Arc<RequestContext>>,
         capability: &'static str,
         method: String,
         params: Value,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Value, RpcError>>;
-    /// Sends a notification to every session's GET stream.
-    fn broadcast(&self, msg: &Value);
-    /// Sends a log message (`notifications/message` at `level`) to every session that asked
-    /// for that level.
-    fn log(&self, level: &str, msg: &Value);
+    /// Sends a notification of `upstream` to the GET stream of every session whose profile
+    /// includes it.
+    fn broadcast(&self, upstream: &str, msg: &Value);
+    /// Sends a log message of `upstream` (`notifications/message` at `level`) to every session
+    /// that asked for that level and whose profile includes it.
+    fn log(&self, upstream: &str, level: &str, msg: &Value);
     /// A resource changed: tells the sessions that subscribed to `uri` (the exposed URI).
     fn resource_updated(&self, uri: &str, msg: &Value);
 }
@@ -105,6 +108,7 @@ pub struct NoClients;
 impl Downstream for NoClients {
     fn request(
         &self,
+        _: &str,
         _: Option<Arc<RequestContext>>,
         capability: &'static str,
         method: String,
@@ -118,7 +122,7 @@ impl Downstream for NoClients {
             ))
         })
     }
-    fn broadcast(&self, _: &Value) {}
-    fn log(&self, _: &str, _: &Value) {}
+    fn broadcast(&self, _: &str, _: &Value) {}
+    fn log(&self, _: &str, _: &str, _: &Value) {}
     fn resource_updated(&self, _: &str, _: &Value) {}
 }

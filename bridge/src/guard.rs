@@ -24,7 +24,7 @@ pub const DEFAULT_ORIGINS: [&str; 5] = [
 const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct OriginPattern {
+pub(crate) struct OriginPattern {
     scheme: String,
     /// Lowercase host; for a wildcard, the suffix after `*.`.
     host: String,
@@ -33,7 +33,7 @@ struct OriginPattern {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ParsedOrigin {
+pub(crate) struct ParsedOrigin {
     scheme: String,
     host: String,
     port: Option<u16>,
@@ -91,7 +91,7 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 
 /// Parses a serialised origin `scheme://host[:port]`; anything else (paths, userinfo, `null`)
 /// is `None`.
-fn parse_origin(s: &str) -> Option<ParsedOrigin> {
+pub(crate) fn parse_origin(s: &str) -> Option<ParsedOrigin> {
     let (scheme, rest) = s.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
@@ -102,7 +102,7 @@ fn parse_origin(s: &str) -> Option<ParsedOrigin> {
     Some(ParsedOrigin { scheme, host, port })
 }
 
-fn parse_pattern(s: &str) -> Option<OriginPattern> {
+pub(crate) fn parse_pattern(s: &str) -> Option<OriginPattern> {
     let (scheme, rest) = s.split_once("://")?;
     let (wildcard, rest) = match rest.strip_prefix("*.") {
         Some(r) => (true, r),
@@ -118,7 +118,7 @@ fn parse_pattern(s: &str) -> Option<OriginPattern> {
 }
 
 impl OriginPattern {
-    fn matches(&self, o: &ParsedOrigin) -> bool {
+    pub(crate) fn matches(&self, o: &ParsedOrigin) -> bool {
         if self.scheme != o.scheme || self.port != o.port {
             return false;
         }
@@ -140,6 +140,8 @@ pub struct Guard {
     origins: Vec<OriginPattern>,
     allow_loopback_origins: bool,
     token: Option<String>,
+    /// Origins bound to a profile (`[[profile]] origins`) are allowed too; reloaded with it.
+    views: Option<crate::views::SharedViews>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +177,14 @@ impl Guard {
             origins,
             allow_loopback_origins,
             token,
+            views: None,
         })
+    }
+
+    /// Also allows the origins the profiles name.
+    pub fn with_views(mut self, views: crate::views::SharedViews) -> Self {
+        self.views = Some(views);
+        self
     }
 
     pub fn host_allowed(&self, host: &str) -> bool {
@@ -190,6 +199,10 @@ impl Guard {
             return true;
         }
         self.origins.iter().any(|p| p.matches(&o))
+            || self
+                .views
+                .as_ref()
+                .is_some_and(|v| v.read().bound_profile(origin).is_some())
     }
 
     fn token_ok(&self, headers: &HeaderMap) -> bool {

@@ -294,7 +294,9 @@ mod tests {
             "broken": {"foo": 1}
         }}"#;
         let (text, notes) = convert(json).unwrap();
-        let (_, _, ups) = proto::config::parse_file(Path::new("config.toml"), &text).unwrap();
+        let ups = proto::config::parse_file(Path::new("config.toml"), &text)
+            .unwrap()
+            .upstreams;
         let names: Vec<_> = ups.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["filesystem", "my_server", "old", "remote"]);
         assert!(matches!(

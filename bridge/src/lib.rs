@@ -25,6 +25,7 @@ pub mod session;
 pub mod sse;
 mod sys;
 pub mod upstream;
+pub mod views;
 
 use std::future::Future;
 use std::path::Path;
@@ -75,14 +76,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let views = views::Views::shared(&config);
     let guard = guard::Guard::new(
         &config.server.allowed_hosts,
         &config.server.allowed_origins,
         config.server.allow_loopback_origins,
         options.inbound_token,
-    )?;
-    let sessions = Arc::new(session::Sessions::with_limit(config.server.max_sessions));
-    let registry = registry::Registry::start(&config, options.demo_command, sessions.clone());
+    )?
+    .with_views(views.clone());
+    let sessions = Arc::new(session::Sessions::with_limit(
+        config.server.max_sessions,
+        views.clone(),
+    ));
+    let registry =
+        registry::Registry::start(&config, options.demo_command, sessions.clone(), views);
     let stop = CancellationToken::new();
     let endpoint = format!("http://{local}{}", config.mcp_path);
     let bridge = Arc::new(server::Bridge {

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::catalog::Catalog;
 use crate::downstream::{ClientSession, RequestContext};
 use crate::jsonrpc::{self, Kind, RpcError};
 use crate::server::{Bridge, SESSION_HEADER, VERSION_HEADER, accepts, header_str};
@@ -192,7 +193,7 @@ pub fn param_headers(input_schema: &Value, arguments: &Value) -> Vec<(String, St
 /// client and the bridge routed on a value the call does not carry. An absent header, or one
 /// for a parameter the tool does not mark, is let through.
 fn check_param_headers(
-    bridge: &Bridge,
+    catalog: &Catalog,
     headers: &HeaderMap,
     id: &Value,
     params: &Value,
@@ -208,7 +209,6 @@ fn check_param_headers(
         return None;
     }
     let name = params.get("name").and_then(Value::as_str)?;
-    let catalog = bridge.registry.catalog();
     let route = catalog.routes.get(name)?;
     let lists = route.upstream.lists();
     let tool = lists
@@ -398,7 +398,12 @@ fn check(headers: &HeaderMap, id: &Value, method: &str, msg: &Value) -> Result<M
 }
 
 /// Serves one 2026-07-28 POST.
-pub async fn handle(bridge: Arc<Bridge>, headers: HeaderMap, msg: Value) -> Response {
+pub async fn handle(
+    bridge: Arc<Bridge>,
+    headers: HeaderMap,
+    msg: Value,
+    view: Arc<str>,
+) -> Response {
     let (id, method) = match jsonrpc::classify(&msg) {
         Kind::Request { id, method } => (id.clone(), method.to_owned()),
         // Nothing of a stateless server is waiting for a client's notification or answer
@@ -422,20 +427,24 @@ pub async fn handle(bridge: Arc<Bridge>, headers: HeaderMap, msg: Value) -> Resp
         Err(resp) => return resp,
     };
     let params = msg.get("params").cloned().unwrap_or(json!({}));
+    let catalog = match bridge.registry.view(&view) {
+        Ok(c) => c,
+        Err(e) => return json_reply(&id, Err(e)),
+    };
     match method.as_str() {
-        "server/discover" => json_reply(&id, Ok(discover(&bridge))),
+        "server/discover" => json_reply(&id, Ok(discover(&catalog))),
         "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
-            list(&bridge, &id, &method, &params).await
+            list(&bridge, &view, &id, &method, &params).await
         }
         "tools/call" | "prompts/get" | "resources/read" | "completion/complete" => {
             if method == "tools/call"
-                && let Some(resp) = check_param_headers(&bridge, &headers, &id, &params)
+                && let Some(resp) = check_param_headers(&catalog, &headers, &id, &params)
             {
                 return resp;
             }
-            call(bridge, &headers, id, method, params, meta).await
+            call(bridge, &headers, id, method, params, meta, view).await
         }
-        "subscriptions/listen" => listen(bridge, id, &params).await,
+        "subscriptions/listen" => listen(bridge, id, &params, &catalog, view).await,
         m if REMOVED.contains(&m) => error(
             StatusCode::NOT_FOUND,
             &id,
@@ -464,8 +473,7 @@ fn server_meta() -> Value {
 
 /// `server/discover`: every version the endpoint speaks (both eras), the aggregate
 /// capabilities, and who this is.
-fn discover(bridge: &Bridge) -> Value {
-    let catalog = bridge.registry.catalog();
+fn discover(catalog: &Catalog) -> Value {
     let versions: Vec<&str> = VERSIONS
         .iter()
         .chain(SUPPORTED_VERSIONS.iter())
@@ -489,7 +497,7 @@ fn discover(bridge: &Bridge) -> Value {
 /// is, so nothing is shared or reused without asking.
 const LIST_HINTS: &str = r#""resultType":"complete","ttlMs":0,"cacheScope":"private""#;
 
-async fn list(bridge: &Bridge, id: &Value, method: &str, params: &Value) -> Response {
+async fn list(bridge: &Bridge, view: &str, id: &Value, method: &str, params: &Value) -> Response {
     bridge
         .registry
         .wait_for_first_lists(bridge.first_list_wait)
@@ -503,7 +511,11 @@ async fn list(bridge: &Bridge, id: &Value, method: &str, params: &Value) -> Resp
             )),
         );
     }
-    let catalog = bridge.registry.catalog();
+    // Read after the wait: it may have brought the first lists.
+    let catalog = match bridge.registry.view(view) {
+        Ok(c) => c,
+        Err(e) => return json_reply(id, Err(e)),
+    };
     let raw = match method {
         "tools/list" => catalog.raw(ListKind::Tools),
         "prompts/list" => catalog.raw(ListKind::Prompts),
@@ -754,14 +766,16 @@ impl Running {
     }
 }
 
-/// Who a `requestState` belongs to: the credentials and origin of the request, and the
-/// client's name. A state presented by anyone else fails its integrity check.
-fn binding(headers: &HeaderMap, meta: &Meta) -> [u8; 32] {
+/// Who a `requestState` belongs to: the credentials and origin of the request, the client's
+/// name and the profile it is served. A state presented by anyone else, or on another
+/// profile's endpoint, fails its integrity check.
+fn binding(headers: &HeaderMap, meta: &Meta, view: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     for part in [
         header_str(headers, header::AUTHORIZATION.as_str()).unwrap_or(""),
         header_str(headers, "origin").unwrap_or(""),
         meta.client.as_str(),
+        view,
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
@@ -785,6 +799,7 @@ async fn call(
     method: String,
     mut params: Value,
     meta: Meta,
+    view: Arc<str>,
 ) -> Response {
     let Some(p) = params.as_object_mut() else {
         return json_reply(
@@ -804,7 +819,7 @@ async fn call(
             p.remove("_meta");
         }
     }
-    let binding = binding(headers, &meta);
+    let binding = binding(headers, &meta, &view);
     let target = target_of(&method, &params);
     let run = match state {
         Some(state) => {
@@ -840,12 +855,16 @@ async fn call(
                 meta,
                 binding,
                 target,
+                view,
             )
         }
     };
     drive(bridge, id, run, accepts(headers, "text/event-stream")).await
 }
 
+// The parts of a call's identity (`binding`, `target`, `method`) and its context (`meta`,
+// `view`) arrive separately from `call`, which checked each; bundling them would only move them.
+#[allow(clippy::too_many_arguments)]
 fn start(
     bridge: &Arc<Bridge>,
     headers: &HeaderMap,
@@ -854,6 +873,7 @@ fn start(
     meta: Meta,
     binding: [u8; 32],
     target: Option<String>,
+    view: Arc<str>,
 ) -> Running {
     let (ask_tx, asks) = mpsc::unbounded_channel();
     let (note_tx, notes) = mpsc::unbounded_channel();
@@ -873,7 +893,12 @@ fn start(
     });
     let work = {
         let (bridge, method) = (bridge.clone(), method.clone());
-        tokio::spawn(async move { bridge.registry.forward(&method, params, Some(ctx)).await })
+        tokio::spawn(async move {
+            bridge
+                .registry
+                .forward(&view, &method, params, Some(ctx))
+                .await
+        })
     };
     Running {
         work: AbortOnDropHandle::new(work),
@@ -1229,12 +1254,14 @@ impl Mrtr {
 struct ListenGuard {
     bridge: Arc<Bridge>,
     listener: u64,
+    /// The profile the URIs were subscribed through.
+    view: Arc<str>,
 }
 
 impl Drop for ListenGuard {
     fn drop(&mut self) {
         let uris = self.bridge.sessions.remove_listener(self.listener);
-        let bridge = self.bridge.clone();
+        let (bridge, view) = (self.bridge.clone(), self.view.clone());
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -1243,7 +1270,7 @@ impl Drop for ListenGuard {
                 if !bridge.sessions.anyone_subscribed(&uri) {
                     let _ = bridge
                         .registry
-                        .forward("resources/unsubscribe", json!({ "uri": uri }), None)
+                        .forward(&view, "resources/unsubscribe", json!({ "uri": uri }), None)
                         .await;
                 }
             }
@@ -1251,7 +1278,13 @@ impl Drop for ListenGuard {
     }
 }
 
-async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
+async fn listen(
+    bridge: Arc<Bridge>,
+    id: Value,
+    params: &Value,
+    catalog: &Catalog,
+    view: Arc<str>,
+) -> Response {
     let Some(wanted) = params.get("notifications").and_then(Value::as_object) else {
         return json_reply(
             &id,
@@ -1261,7 +1294,7 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
             )),
         );
     };
-    let caps = bridge.registry.catalog().capabilities.clone();
+    let caps = &catalog.capabilities;
     let offered =
         |cap: &str| caps.pointer(&format!("/{cap}/listChanged")) == Some(&Value::Bool(true));
     let mut honored = Map::new();
@@ -1279,6 +1312,7 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
     let guard = ListenGuard {
         bridge: bridge.clone(),
         listener,
+        view: view.clone(),
     };
     let mut accepted = Vec::new();
     for uri in wanted
@@ -1293,7 +1327,7 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
         let ok = bridge.sessions.others_than_listener(uri, listener)
             || bridge
                 .registry
-                .forward("resources/subscribe", json!({ "uri": uri }), None)
+                .forward(&view, "resources/subscribe", json!({ "uri": uri }), None)
                 .await
                 .is_ok();
         if ok {
@@ -1335,7 +1369,7 @@ async fn listen(bridge: Arc<Bridge>, id: Value, params: &Value) -> Response {
             loop {
                 let note = tokio::select! {
                     m = lists.recv() => match m {
-                        Ok(method) if honored.contains_key(flag_of(method)) => {
+                        Ok((v, method)) if v == guard.view && honored.contains_key(flag_of(method)) => {
                             json!({ "jsonrpc": "2.0", "method": method, "params": { "_meta": tag } })
                         }
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

@@ -16,11 +16,12 @@ use tokio_util::task::TaskTracker;
 use crate::agent_client::AgentClient;
 use crate::cache::ToolCache;
 use crate::catalog::expose_result_uris;
-pub use crate::catalog::{Catalog, Route};
+pub use crate::catalog::{Catalog, Catalogs, Route};
 use crate::jsonrpc::{self, RpcError};
 use crate::upstream::http;
 use crate::upstream::stdio::{self, StdioSpec};
 use crate::upstream::{CallError, Downstream, Lists, RequestContext, State, Timeouts, Upstream};
+use crate::views::{SharedViews, Views};
 
 /// The agent socket of this installation (`$MCP_CRED_AGENT_SOCKET` or `<config dir>/agent.sock`).
 pub fn agent_socket(config: &Config) -> std::path::PathBuf {
@@ -38,7 +39,9 @@ struct Entry {
 
 pub struct Registry {
     entries: RwLock<Vec<Entry>>,
-    catalog: watch::Sender<Arc<Catalog>>,
+    catalog: watch::Sender<Arc<Catalogs>>,
+    /// The profiles (`[[profile]]` and the built-ins), replaced on reload.
+    pub views: SharedViews,
     tools_changed: Arc<Notify>,
     downstream: Arc<dyn Downstream>,
     /// The credential agent, shared by every OAuth upstream.
@@ -64,6 +67,7 @@ impl Registry {
         config: &Config,
         demo: Option<(String, Vec<String>)>,
         downstream: Arc<dyn Downstream>,
+        views: SharedViews,
     ) -> Arc<Self> {
         let cache = ToolCache::new(&config.config_dir);
         let cached: BTreeMap<String, Arc<Lists>> = cache
@@ -76,7 +80,8 @@ impl Registry {
         }
         let registry = Arc::new(Self {
             entries: RwLock::new(Vec::new()),
-            catalog: watch::Sender::new(Arc::new(Catalog::empty())),
+            catalog: watch::Sender::new(Arc::new(Catalogs::empty())),
+            views,
             tools_changed: Arc::new(Notify::new()),
             downstream,
             agent: Arc::new(AgentClient::new(agent_socket(config))),
@@ -147,6 +152,7 @@ impl Registry {
     /// Applies a new config: upstreams that are new or changed start, removed or changed ones
     /// stop, identical ones keep their connection.
     pub fn reload(&self, config: &Config) {
+        *self.views.write() = Arc::new(Views::from_config(config));
         self.apply(self.wanted(config), true);
     }
 
@@ -280,17 +286,15 @@ impl Registry {
             })
             .filter(|(_, h)| !h.is_empty())
             .collect();
-        let catalog = Catalog::build_held(&ups, &held);
+        let views = self.views.read().clone();
+        let catalogs = Catalogs::build(&ups, &held, &views);
         self.catalog.send_if_modified(|current| {
             // What is held back or hidden can change while the lists served stay the same.
-            if current.changes(&catalog).is_empty()
-                && current.pending_tools == catalog.pending_tools
-                && current.hidden_tools == catalog.hidden_tools
-            {
-                false
-            } else {
-                *current = Arc::new(catalog);
+            if current.differs_from(&catalogs) {
+                *current = Arc::new(catalogs);
                 true
+            } else {
+                false
             }
         });
     }
@@ -381,12 +385,28 @@ impl Registry {
         self.entries.read().iter().map(|e| e.up.clone()).collect()
     }
 
+    /// What `all` shows: everything.
     pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().all().clone()
+    }
+
+    /// Every profile's catalog.
+    pub fn catalogs(&self) -> Arc<Catalogs> {
         self.catalog.borrow().clone()
     }
 
-    /// Fires whenever the served tool list really changed.
-    pub fn subscribe_catalog(&self) -> watch::Receiver<Arc<Catalog>> {
+    /// What the profile `view` shows; an error naming it once a reload removed it.
+    pub fn view(&self, view: &str) -> Result<Arc<Catalog>, RpcError> {
+        self.catalog.borrow().get(view).cloned().ok_or_else(|| {
+            RpcError::new(
+                jsonrpc::INVALID_REQUEST,
+                format!("profile {view:?} is no longer in config.toml; reconnect"),
+            )
+        })
+    }
+
+    /// Fires whenever what some profile shows really changed.
+    pub fn subscribe_catalog(&self) -> watch::Receiver<Arc<Catalogs>> {
         self.catalog.subscribe()
     }
 
@@ -395,11 +415,12 @@ impl Registry {
     /// restores the upstream's own name or URI, forwards, and exposes URIs in the answer.
     pub async fn forward(
         &self,
+        view: &str,
         method: &str,
         mut params: Value,
         ctx: Option<Arc<RequestContext>>,
     ) -> Result<Value, RpcError> {
-        let catalog = self.catalog();
+        let catalog = self.view(view)?;
         let by_name = |table: &HashMap<String, Route>,
                        name: Option<&str>,
                        what: &str|
@@ -449,9 +470,11 @@ impl Registry {
                 )
             };
             let (up, original) = catalog.route_uri(uri).ok_or_else(not_found)?;
-            // A resource the upstream's policy hides is not readable either, however the
-            // client learnt its URI.
-            if !up.policy.resources.admits(&original) {
+            // A resource the upstream's policy or the profile hides is not readable either,
+            // however the client learnt its URI.
+            if !up.policy.resources.admits(&original)
+                || !catalog.admits_uri(&crate::naming::expose_uri(&up.prefix, &original))
+            {
                 return Err(not_found());
             }
             Ok((up, original))
@@ -519,6 +542,13 @@ impl Registry {
             .map_err(CallError::into_rpc)?;
         if !up.prefix.is_empty() {
             expose_result_uris(&up.prefix, method, &mut result);
+        }
+        if catalog
+            .view
+            .as_ref()
+            .is_some_and(|v| !v.resources.is_open())
+        {
+            crate::catalog::drop_unseen_links(&catalog, method, &mut result);
         }
         Ok(result)
     }

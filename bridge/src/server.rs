@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -43,8 +43,36 @@ pub struct Bridge {
     pub first_list_wait: Duration,
     /// Calls of 2026-07-28 clients waiting for their `inputResponses`.
     pub mrtr: crate::modern::Mrtr,
-    /// The list changes broadcast to sessions, for `subscriptions/listen` streams too.
-    pub list_events: tokio::sync::broadcast::Sender<&'static str>,
+    /// The list changes broadcast to sessions (profile, notification method), for
+    /// `subscriptions/listen` streams too.
+    pub list_events: tokio::sync::broadcast::Sender<(Arc<str>, &'static str)>,
+}
+
+impl Bridge {
+    /// The profile a request is served (see `views`): a JSON-RPC error response when the path
+    /// names no profile (404) or a browser origin asks for another than its own (403).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn view_of(
+        &self,
+        asked: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Arc<str>, Response> {
+        let views = self.registry.views.read().clone();
+        views
+            .resolve(asked, header_str(headers, "origin"))
+            .map_err(|e| {
+                let status = match e {
+                    crate::views::ViewError::Unknown(_) => StatusCode::NOT_FOUND,
+                    crate::views::ViewError::OriginBound { .. } => StatusCode::FORBIDDEN,
+                };
+                rpc_error(
+                    status,
+                    &Value::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    &e.to_string(),
+                )
+            })
+    }
 }
 
 /// How much of a request body is read, and for how long.
@@ -61,12 +89,20 @@ pub fn router(
     limits: BodyLimits,
 ) -> Router {
     let guard = Arc::new(guard);
+    let profile_path = format!("{}/{{profile}}", mcp_path.trim_end_matches('/'));
     Router::new()
         .route(
             mcp_path,
-            get(mcp_get)
-                .post(mcp_post)
-                .delete(mcp_delete)
+            get(|s, h| mcp_get(s, None, h))
+                .post(|s, h, b| mcp_post(s, None, h, b))
+                .delete(|s, h| mcp_delete(s, None, h))
+                .options(|| async { StatusCode::NO_CONTENT }),
+        )
+        .route(
+            &profile_path,
+            get(|s, Path(p): Path<String>, h| mcp_get(s, Some(p), h))
+                .post(|s, Path(p): Path<String>, h, b| mcp_post(s, Some(p), h, b))
+                .delete(|s, Path(p): Path<String>, h| mcp_delete(s, Some(p), h))
                 .options(|| async { StatusCode::NO_CONTENT }),
         )
         .route(
@@ -160,16 +196,24 @@ pub async fn forward_list_changes(bridge: Arc<Bridge>) {
             () = bridge.shutdown.cancelled() => return,
         }
         let next = rx.borrow_and_update().clone();
-        for method in previous.changes(&next) {
-            bridge
-                .list_changes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let note = jsonrpc::notification(method, None);
-            for s in bridge.sessions.all() {
-                s.push(&note);
+        // Each profile's clients hear of changes to what they see, and of nothing else.
+        for (view, catalog) in next.iter() {
+            let Some(before) = previous.get(view) else {
+                continue;
+            };
+            for method in before.changes(catalog) {
+                bridge
+                    .list_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let note = jsonrpc::notification(method, None);
+                for s in bridge.sessions.all() {
+                    if s.view == *view {
+                        s.push(&note);
+                    }
+                }
+                // No receiver (no listen stream open) is not an error.
+                let _ = bridge.list_events.send((view.clone(), method));
             }
-            // No receiver (no listen stream open) is not an error.
-            let _ = bridge.list_events.send(method);
         }
         previous = next;
     }
@@ -204,9 +248,10 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Looks up the session of a non-initialize request: 400 without the header, 404 if unknown.
+/// Looks up the session of a non-initialize request: 400 without the header, 404 if unknown
+/// or if it was started on another profile's endpoint.
 #[allow(clippy::result_large_err)]
-fn session_of(bridge: &Bridge, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+fn session_of(bridge: &Bridge, headers: &HeaderMap, view: &str) -> Result<Arc<Session>, Response> {
     let Some(id) = header_str(headers, SESSION_HEADER) else {
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -215,14 +260,18 @@ fn session_of(bridge: &Bridge, headers: &HeaderMap) -> Result<Arc<Session>, Resp
             "Bad Request: Mcp-Session-Id header is required",
         ));
     };
-    bridge.sessions.get(id).ok_or_else(|| {
-        rpc_error(
-            StatusCode::NOT_FOUND,
-            &Value::Null,
-            jsonrpc::SESSION_NOT_FOUND,
-            "Session not found",
-        )
-    })
+    bridge
+        .sessions
+        .get(id)
+        .filter(|s| &*s.view == view)
+        .ok_or_else(|| {
+            rpc_error(
+                StatusCode::NOT_FOUND,
+                &Value::Null,
+                jsonrpc::SESSION_NOT_FOUND,
+                "Session not found",
+            )
+        })
 }
 
 #[derive(Serialize)]
@@ -286,7 +335,16 @@ fn reply(
     resp
 }
 
-async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn mcp_post(
+    State(bridge): State<Arc<Bridge>>,
+    asked: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let view = match bridge.view_of(asked.as_deref(), &headers) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
     if !accepts(&headers, "application/json") && !accepts(&headers, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -314,7 +372,7 @@ async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: B
         }
     };
     if crate::modern::is_modern(&headers, &msg) {
-        return crate::modern::handle(bridge, headers, msg).await;
+        return crate::modern::handle(bridge, headers, msg, view).await;
     }
     let kind = jsonrpc::classify(&msg);
     if let Kind::Request {
@@ -322,7 +380,7 @@ async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: B
         method: "initialize",
     } = kind
     {
-        return initialize(&bridge, &headers, id, &msg);
+        return initialize(&bridge, &headers, id, &msg, view);
     }
     if let Kind::Invalid(why) = kind {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
@@ -333,7 +391,7 @@ async fn mcp_post(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: B
             &format!("Invalid Request: {why}"),
         );
     }
-    let session = match session_of(&bridge, &headers) {
+    let session = match session_of(&bridge, &headers, &view) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
@@ -464,7 +522,17 @@ async fn handle_request(
     resp
 }
 
-fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> Response {
+fn initialize(
+    bridge: &Bridge,
+    headers: &HeaderMap,
+    id: &Value,
+    msg: &Value,
+    view: Arc<str>,
+) -> Response {
+    let catalog = match bridge.registry.view(&view) {
+        Ok(c) => c,
+        Err(e) => return reply(headers, id, Err(e), None),
+    };
     let params = msg.get("params");
     let requested = params
         .and_then(|p| p.get("protocolVersion"))
@@ -491,6 +559,7 @@ fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> 
         client,
         capabilities,
         header_str(headers, "origin").map(str::to_owned),
+        view,
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -503,10 +572,10 @@ fn initialize(bridge: &Bridge, headers: &HeaderMap, id: &Value, msg: &Value) -> 
             );
         }
     };
-    tracing::info!(session = %&session.id[..8], client = %session.client_name, version, "client session started");
+    tracing::info!(session = %&session.id[..8], client = %session.client_name, version, profile = %session.view, "client session started");
     let result = json!({
         "protocolVersion": version,
-        "capabilities": bridge.registry.catalog().capabilities.clone(),
+        "capabilities": catalog.capabilities.clone(),
         "serverInfo": {
             "name": "mcp-bridge",
             "title": "mcp-bridge",
@@ -545,7 +614,7 @@ async fn dispatch(
                 "Invalid cursor: this server returns every item on one page",
             ));
         }
-        Ok(Reply::List(bridge.registry.catalog(), kind))
+        Ok(Reply::List(bridge.registry.view(&session.view)?, kind))
     };
     match method {
         "ping" => Ok(Reply::Value(json!({}))),
@@ -599,7 +668,10 @@ async fn dispatch(
                 session.unsubscribe(uri);
                 return Ok(Reply::Value(json!({})));
             }
-            let result = bridge.registry.forward(method, params, Some(ctx)).await?;
+            let result = bridge
+                .registry
+                .forward(&session.view, method, params, Some(ctx))
+                .await?;
             match (method, uri) {
                 ("resources/subscribe", Some(uri)) => session.subscribe(&uri),
                 ("resources/unsubscribe", Some(uri)) => session.unsubscribe(&uri),
@@ -632,7 +704,15 @@ fn modern_only_method(headers: &HeaderMap) -> Option<Response> {
     Some(resp)
 }
 
-async fn mcp_get(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Response {
+async fn mcp_get(
+    State(bridge): State<Arc<Bridge>>,
+    asked: Option<String>,
+    headers: HeaderMap,
+) -> Response {
+    let view = match bridge.view_of(asked.as_deref(), &headers) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
     if let Some(resp) = modern_only_method(&headers) {
         return resp;
     }
@@ -644,7 +724,7 @@ async fn mcp_get(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Respo
             "Not Acceptable: the GET stream is text/event-stream",
         );
     }
-    let session = match session_of(&bridge, &headers) {
+    let session = match session_of(&bridge, &headers, &view) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
@@ -685,11 +765,19 @@ async fn mcp_get(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Respo
     resp
 }
 
-async fn mcp_delete(State(bridge): State<Arc<Bridge>>, headers: HeaderMap) -> Response {
+async fn mcp_delete(
+    State(bridge): State<Arc<Bridge>>,
+    asked: Option<String>,
+    headers: HeaderMap,
+) -> Response {
+    let view = match bridge.view_of(asked.as_deref(), &headers) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
     if let Some(resp) = modern_only_method(&headers) {
         return resp;
     }
-    let session = match session_of(&bridge, &headers) {
+    let session = match session_of(&bridge, &headers, &view) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
@@ -797,6 +885,8 @@ pub fn status_json(bridge: &Bridge) -> Value {
                 // Held back until approved (`pin = "strict"`), and recorded as pending.
                 "tools_pending": catalog.pending_tools.values().filter(|n| n.as_ref() == &*u.name).count(),
                 "pins_pending": bridge.registry.pins.pending(&u.name),
+                "policy": crate::views::describe_policy(&u.policy),
+                "pin": u.pin,
                 "last_error": s.last_error,
                 "next_retry_at": serde_json::to_value(&s).ok().and_then(|v| v.get("next_retry_at").cloned()),
                 "connects": s.connects,
@@ -805,6 +895,25 @@ pub fn status_json(bridge: &Bridge) -> Value {
                 "tools_live": u.has_live_lists(),
                 "server_info": s.server_info,
                 "protocol_version": s.protocol_version,
+            })
+        })
+        .collect();
+    let catalogs = bridge.registry.catalogs();
+    let sessions = bridge.sessions.all();
+    let views = bridge.registry.views.read().clone();
+    let profiles: Vec<Value> = views
+        .all()
+        .map(|(name, p)| {
+            json!({
+                "name": &**name,
+                "shows": crate::views::describe_profile(p),
+                "path": format!("{}/{name}", bridge.endpoint.trim_end_matches('/')),
+                "upstreams": p.upstreams,
+                "read_only": p.read_only,
+                "origins": p.origins,
+                "browser_default": views.browser() == name,
+                "tools": catalogs.get(name).map_or(0, |c| c.len()),
+                "sessions": sessions.iter().filter(|s| s.view == *name).count(),
             })
         })
         .collect();
@@ -817,6 +926,7 @@ pub fn status_json(bridge: &Bridge) -> Value {
         "tools": catalog.len(),
         "list_changed_sent": bridge.list_changes.load(std::sync::atomic::Ordering::Relaxed),
         "pins_error": bridge.registry.pins.refused(),
+        "profiles": profiles,
         "upstreams": upstreams,
     })
 }

@@ -34,6 +34,8 @@ pub struct Session {
     /// The `Origin` of the `initialize` request (browser clients); `None` for programs. The
     /// bridge never guesses a server→client message across two origins.
     pub origin: Option<String>,
+    /// The profile it is served (`all`, `read-only` or a `[[profile]]`), fixed at `initialize`.
+    pub view: Arc<str>,
     /// The level this client asked for with `logging/setLevel` (syslog rank, 0 = debug).
     log_level: Mutex<Option<u8>>,
     /// Whether any session asked for a level (shared by all sessions): until one does, log
@@ -308,11 +310,13 @@ pub struct Sessions {
     /// exposed URIs and where their updates go.
     listeners: Mutex<HashMap<u64, Listener>>,
     next_listener: AtomicU64,
+    /// Which upstreams each session's profile includes: nothing from outside it reaches it.
+    views: crate::views::SharedViews,
 }
 
 impl Default for Sessions {
     fn default() -> Self {
-        Self::with_limit(10_000)
+        Self::with_limit(10_000, Default::default())
     }
 }
 
@@ -324,8 +328,9 @@ fn new_session_id() -> Result<String, getrandom::Error> {
 }
 
 impl Sessions {
-    pub fn with_limit(max: usize) -> Self {
+    pub fn with_limit(max: usize, views: crate::views::SharedViews) -> Self {
         Self {
+            views,
             map: RwLock::new(HashMap::new()),
             max: max.max(1),
             levels_in_use: Default::default(),
@@ -340,6 +345,7 @@ impl Sessions {
         client_name: String,
         capabilities: Value,
         origin: Option<String>,
+        view: Arc<str>,
     ) -> Result<Arc<Session>, getrandom::Error> {
         let session = Arc::new(Session {
             id: new_session_id()?,
@@ -347,6 +353,7 @@ impl Sessions {
             client_name,
             capabilities,
             origin,
+            view,
             log_level: Mutex::new(None),
             levels_in_use: self.levels_in_use.clone(),
             created: Instant::now(),
@@ -475,9 +482,20 @@ impl Sessions {
     }
 }
 
+impl Sessions {
+    /// The sessions whose profile includes the upstream named `upstream`.
+    fn seeing(&self, upstream: &str) -> Vec<Arc<Session>> {
+        let views = self.views.read().clone();
+        let mut all = self.all();
+        all.retain(|s| views.sees_upstream(&s.view, upstream));
+        all
+    }
+}
+
 impl Downstream for Sessions {
     fn request(
         &self,
+        upstream: &str,
         ctx: Option<Arc<RequestContext>>,
         capability: &'static str,
         method: String,
@@ -494,7 +512,7 @@ impl Downstream for Sessions {
                 Some(ctx) => Some((ctx.session.clone(), Some(ctx))),
                 None => {
                     let able: Vec<Arc<Session>> = self
-                        .all()
+                        .seeing(upstream)
                         .into_iter()
                         .filter(|s| s.has_capability(capability) && s.has_open_stream())
                         .collect();
@@ -535,14 +553,14 @@ impl Downstream for Sessions {
         })
     }
 
-    fn broadcast(&self, msg: &Value) {
-        for s in self.all() {
+    fn broadcast(&self, upstream: &str, msg: &Value) {
+        for s in self.seeing(upstream) {
             s.push(msg);
         }
     }
 
-    fn log(&self, level: &str, msg: &Value) {
-        for s in self.all() {
+    fn log(&self, upstream: &str, level: &str, msg: &Value) {
+        for s in self.seeing(upstream) {
             if s.wants_log(level) {
                 s.push(msg);
             }
@@ -575,10 +593,22 @@ mod tests {
     fn ids_are_unique_visible_ascii() {
         let s = Sessions::default();
         let a = s
-            .create("2025-11-25".into(), "t".into(), Value::Null, None)
+            .create(
+                "2025-11-25".into(),
+                "t".into(),
+                Value::Null,
+                None,
+                "all".into(),
+            )
             .unwrap();
         let b = s
-            .create("2025-11-25".into(), "t".into(), Value::Null, None)
+            .create(
+                "2025-11-25".into(),
+                "t".into(),
+                Value::Null,
+                None,
+                "all".into(),
+            )
             .unwrap();
         assert_ne!(a.id, b.id);
         assert!(a.id.bytes().all(|c| (0x21..=0x7e).contains(&c)));
@@ -588,7 +618,7 @@ mod tests {
     #[tokio::test]
     async fn stream_replays_after_last_event_id() {
         let s = Sessions::default()
-            .create("v".into(), "t".into(), Value::Null, None)
+            .create("v".into(), "t".into(), Value::Null, None, "all".into())
             .unwrap();
         s.push(&json!({"n": 0}));
         s.push(&json!({"n": 1}));

@@ -35,6 +35,8 @@ pub struct Config {
     /// `MCP_CRED_AGENT_SOCKET`, if set.
     pub agent_socket_override: Option<PathBuf>,
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[[profile]]` entries: named views of the upstreams (the built-in ones are not listed).
+    pub profiles: Vec<ProfileConfig>,
 }
 
 impl Config {
@@ -107,6 +109,8 @@ pub struct ServerSettings {
     /// On a first start (no warm cache), how long a client's `tools/list` (and the other lists)
     /// waits for upstreams still in their first handshake before answering with what is ready.
     pub first_list_wait_secs: f64,
+    /// The profile served to browser origins that no `[[profile]]` names in its `origins`.
+    pub browser_profile: String,
 }
 
 impl Default for ServerSettings {
@@ -122,6 +126,7 @@ impl Default for ServerSettings {
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             first_list_wait_secs: 5.0,
+            browser_profile: PROFILE_READ_ONLY.to_owned(),
         }
     }
 }
@@ -146,7 +151,7 @@ pub struct UpstreamConfig {
 
 /// `pin = …` of an upstream: what happens when a tool is new or its definition changed since
 /// it was approved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PinMode {
     /// Held back (neither listed nor callable) until approved.
@@ -178,7 +183,7 @@ impl Filter {
             && !self.deny.iter().any(|g| glob(g, name))
     }
 
-    fn is_open(&self) -> bool {
+    pub fn is_open(&self) -> bool {
         self.allow.is_none() && self.deny.is_empty()
     }
 }
@@ -205,6 +210,78 @@ impl Policy {
             && self.rename.is_empty()
             && !self.read_only
     }
+}
+
+/// The built-in profile that shows everything (what `/mcp` serves to programs).
+pub const PROFILE_ALL: &str = "all";
+/// The built-in profile that shows only tools annotated `readOnlyHint: true` (what browser
+/// origins get unless configured otherwise).
+pub const PROFILE_READ_ONLY: &str = "read-only";
+
+/// `[[profile]]`: a named view of the upstreams, served at `/mcp/<name>`, to the browser
+/// origins it lists, and to `mcp-bridge-shim --profile <name>`. It narrows what the upstreams'
+/// own policies already show; it never shows more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileConfig {
+    pub name: String,
+    /// The upstreams it includes; `None` = every upstream.
+    pub upstreams: Option<Vec<String>>,
+    /// Matched against exposed tool names (`github__search_*`).
+    pub tools: Filter,
+    /// Matched against exposed prompt names.
+    pub prompts: Filter,
+    /// Matched against exposed resource URIs and URI templates.
+    pub resources: Filter,
+    /// Only tools annotated `readOnlyHint: true`.
+    pub read_only: bool,
+    /// Browser origins (`https://app.example.com`, `https://*.example.com`) served this profile
+    /// on every endpoint; they join the allowed origins.
+    pub origins: Vec<String>,
+}
+
+impl ProfileConfig {
+    /// The two profiles every bridge has: `all` and `read-only`.
+    pub fn builtin() -> [ProfileConfig; 2] {
+        [
+            ProfileConfig {
+                name: PROFILE_ALL.into(),
+                ..Default::default()
+            },
+            ProfileConfig {
+                name: PROFILE_READ_ONLY.into(),
+                read_only: true,
+                ..Default::default()
+            },
+        ]
+    }
+
+    /// Whether it shows everything (as `all` does).
+    pub fn is_open(&self) -> bool {
+        self.upstreams.is_none()
+            && self.tools.is_open()
+            && self.prompts.is_open()
+            && self.resources.is_open()
+            && !self.read_only
+    }
+
+    /// Whether it includes the upstream named `name`.
+    pub fn includes(&self, upstream: &str) -> bool {
+        self.upstreams
+            .as_ref()
+            .is_none_or(|u| u.iter().any(|n| n == upstream))
+    }
+}
+
+/// Whether `s` is an origin pattern the bridge understands: `http(s)://host[:port]` or
+/// `https://*.domain[:port]`, with no path.
+pub fn valid_origin_pattern(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    let rest = rest.strip_prefix("*.").unwrap_or(rest);
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', '*'])
 }
 
 /// Whether `name` matches `pattern` (`*` any run of characters, `?` exactly one).
@@ -376,6 +453,30 @@ struct RawFile {
     logging: LoggingSettings,
     #[serde(default)]
     upstream: Vec<toml::Spanned<RawUpstream>>,
+    #[serde(default)]
+    profile: Vec<toml::Spanned<RawProfile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    upstreams: Option<Vec<String>>,
+    tools: Option<Filter>,
+    prompts: Option<Filter>,
+    resources: Option<Filter>,
+    read_only: Option<bool>,
+    #[serde(default)]
+    origins: Vec<String>,
+}
+
+/// What one `config.toml` says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    pub server: ServerSettings,
+    pub logging: LoggingSettings,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub profiles: Vec<ProfileConfig>,
 }
 
 #[derive(Deserialize)]
@@ -466,10 +567,7 @@ fn line_of(src: &str, offset: usize) -> usize {
 }
 
 /// Parses the text of a `config.toml`. `file` is only used in messages.
-pub fn parse_file(
-    file: &Path,
-    src: &str,
-) -> Result<(ServerSettings, LoggingSettings, Vec<UpstreamConfig>), ConfigError> {
+pub fn parse_file(file: &Path, src: &str) -> Result<FileConfig, ConfigError> {
     let raw: RawFile = toml::from_str(src).map_err(|e| {
         let what = explain(e.message().trim_end());
         let message = match e.span() {
@@ -684,7 +782,100 @@ pub fn parse_file(
             pin: raw.pin.unwrap_or_default(),
         });
     }
-    Ok((raw.server, raw.logging, upstreams))
+    let profiles = parse_profiles(file, src, raw.profile, &upstreams, &raw.server)?;
+    Ok(FileConfig {
+        server: raw.server,
+        logging: raw.logging,
+        upstreams,
+        profiles,
+    })
+}
+
+/// Checks the `[[profile]]` entries against the upstreams and each other.
+fn parse_profiles(
+    file: &Path,
+    src: &str,
+    raw: Vec<toml::Spanned<RawProfile>>,
+    upstreams: &[UpstreamConfig],
+    server: &ServerSettings,
+) -> Result<Vec<ProfileConfig>, ConfigError> {
+    let mut profiles: Vec<ProfileConfig> = Vec::new();
+    for entry in raw {
+        let line = line_of(src, entry.span().start);
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line,
+            message,
+        };
+        let raw = entry.into_inner();
+        let name = raw.name;
+        if !valid_name(&name) {
+            return Err(invalid(format!(
+                "profile name {name:?} must be 1-64 characters of [a-zA-Z0-9_-] (it becomes the path /mcp/{name})"
+            )));
+        }
+        if name == PROFILE_ALL || name == PROFILE_READ_ONLY {
+            return Err(invalid(format!(
+                "profile name {name:?} is built in ({PROFILE_ALL:?} shows everything, {PROFILE_READ_ONLY:?} only read-only tools); choose another name"
+            )));
+        }
+        if profiles.iter().any(|p| p.name == name) {
+            return Err(invalid(format!("profile name {name:?} is used twice")));
+        }
+        for u in raw.upstreams.iter().flatten() {
+            let known = upstreams.iter().any(|x| &x.name == u) || u == SENTINEL || u == OVERSEER;
+            if !known {
+                let names: Vec<&str> = upstreams.iter().map(|x| x.name.as_str()).collect();
+                return Err(invalid(format!(
+                    "profile {name:?} names upstream {u:?}, which no [[upstream]] defines (defined: {})",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+        }
+        for o in &raw.origins {
+            if !valid_origin_pattern(o) {
+                return Err(invalid(format!(
+                    "profile {name:?}: origin {o:?} must be of the form \"https://host[:port]\" or \"https://*.domain\", without a path"
+                )));
+            }
+            if let Some(other) = profiles.iter().find(|p| p.origins.contains(o)) {
+                return Err(invalid(format!(
+                    "origin {o:?} is bound to both profile {:?} and profile {name:?}; an origin gets one profile",
+                    other.name
+                )));
+            }
+        }
+        profiles.push(ProfileConfig {
+            name,
+            upstreams: raw.upstreams,
+            tools: raw.tools.unwrap_or_default(),
+            prompts: raw.prompts.unwrap_or_default(),
+            resources: raw.resources.unwrap_or_default(),
+            read_only: raw.read_only.unwrap_or(false),
+            origins: raw.origins,
+        });
+    }
+    let browser = &server.browser_profile;
+    if browser != PROFILE_ALL
+        && browser != PROFILE_READ_ONLY
+        && !profiles.iter().any(|p| &p.name == browser)
+    {
+        return Err(ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line: src
+                .lines()
+                .position(|l| l.trim_start().starts_with("browser_profile"))
+                .map_or(1, |i| i + 1),
+            message: format!(
+                "browser_profile = {browser:?} names no profile; write \"{PROFILE_READ_ONLY}\", \"{PROFILE_ALL}\" or the name of a [[profile]]"
+            ),
+        });
+    }
+    Ok(profiles)
 }
 
 /// The default config directory: `~/.config/mcp-bridge` (the seed's contract, on every OS).
@@ -707,19 +898,17 @@ pub fn load(
         .map(PathBuf::from)
         .unwrap_or_else(|| default_config_dir(var("HOME")));
     let file = config_dir.join(CONFIG_FILE_NAME);
-    let (server, logging, mut upstreams, config_file) = match read_file(&file) {
-        Ok(Some(src)) => {
-            let (s, l, u) = parse_file(&file, &src)?;
-            (s, l, u, Some(file))
-        }
-        Ok(None) => (
-            ServerSettings::default(),
-            LoggingSettings::default(),
-            Vec::new(),
-            None,
-        ),
+    let (parsed, config_file) = match read_file(&file) {
+        Ok(Some(src)) => (parse_file(&file, &src)?, Some(file)),
+        Ok(None) => (FileConfig::default(), None),
         Err(source) => return Err(ConfigError::Read { file, source }),
     };
+    let FileConfig {
+        server,
+        logging,
+        mut upstreams,
+        profiles,
+    } = parsed;
     let port = match var("MCP_BRIDGE_PORT") {
         Some(p) => p.parse::<u16>().map_err(|_| ConfigError::Env {
             var: "MCP_BRIDGE_PORT",
@@ -790,6 +979,7 @@ pub fn load(
         log_path: var("MCP_BRIDGE_LOG_PATH").map(PathBuf::from),
         agent_socket_override: var(crate::SOCKET_ENV).map(PathBuf::from),
         upstreams,
+        profiles,
     })
 }
 
@@ -961,6 +1151,54 @@ prefix = ""
         let e =
             err_of("[[upstream]]\nname = \"a\"\ncommand = \"x\"\ntools = { allows = [\"x\"] }\n");
         assert!(e.contains("line 4") && e.contains("allows"), "{e}");
+    }
+
+    #[test]
+    fn profiles_are_read_and_checked() {
+        let c = load(
+            &env(&[("MCP_BRIDGE_CONFIG_DIR", "/c")]),
+            with_file("[server]\nbrowser_profile = \"web\"\n\n[[upstream]]\nname = \"a\"\ncommand = \"x\"\n\n[[profile]]\nname = \"web\"\nupstreams = [\"a\"]\ntools = { deny = [\"a__write*\"] }\norigins = [\"https://app.example.com\", \"https://*.example.org\"]\n"),
+        )
+        .unwrap();
+        let p = &c.profiles[0];
+        assert_eq!(p.name, "web");
+        assert!(p.includes("a") && !p.includes("b"));
+        assert!(p.tools.admits("a__read") && !p.tools.admits("a__write_file"));
+        assert_eq!(p.origins.len(), 2);
+        assert_eq!(c.server.browser_profile, "web");
+        let up = "[[upstream]]\nname = \"a\"\ncommand = \"x\"\n\n";
+        for (profile, want) in [
+            ("[[profile]]\nname = \"all\"\n", "built in"),
+            (
+                "[[profile]]\nname = \"w\"\nupstreams = [\"nope\"]\n",
+                "names upstream \"nope\", which no [[upstream]] defines (defined: a)",
+            ),
+            (
+                "[[profile]]\nname = \"w\"\norigins = [\"https://x.example/path\"]\n",
+                "without a path",
+            ),
+            (
+                "[[profile]]\nname = \"w\"\n\n[[profile]]\nname = \"w\"\n",
+                "used twice",
+            ),
+            (
+                "[[profile]]\nname = \"w\"\norigins = [\"https://x.example\"]\n\n[[profile]]\nname = \"v\"\norigins = [\"https://x.example\"]\n",
+                "bound to both",
+            ),
+            ("[[profile]]\nname = \"w/x\"\n", "[a-zA-Z0-9_-]"),
+            (
+                "[[profile]]\nname = \"w\"\ntool = {}\n",
+                "unknown field `tool`",
+            ),
+        ] {
+            let e = err_of(Box::leak(format!("{up}{profile}").into_boxed_str()));
+            assert!(e.contains(want) && e.contains("line "), "{profile}: {e}");
+        }
+        let e = err_of("[server]\nbrowser_profile = \"ghost\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("names no profile"),
+            "{e}"
+        );
     }
 
     #[test]

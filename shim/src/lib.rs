@@ -42,6 +42,10 @@ struct Cli {
     /// The bridge's MCP endpoint [default: http://MCP_BRIDGE_HOST:MCP_BRIDGE_PORT/MCP_BRIDGE_MCP_PATH]
     #[arg(long)]
     url: Option<String>,
+    /// Serve the host this profile of the bridge (a `[[profile]]` of config.toml, or the
+    /// built-in `read-only`): the endpoint becomes `<endpoint>/<NAME>`.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
     /// How long to wait for the bridge when it is not running (at start or after it went away).
     #[arg(long, default_value_t = 30.0)]
     wait_secs: f64,
@@ -458,7 +462,13 @@ impl Shim {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = proto::config::load_process()?;
-    let url = cli.url.unwrap_or_else(|| default_url(&config));
+    let mut url = cli.url.unwrap_or_else(|| default_url(&config));
+    if let Some(p) = &cli.profile {
+        if !proto::config::valid_name(p) {
+            anyhow::bail!("--profile {p:?}: a profile name is 1-64 characters of [a-zA-Z0-9_-]");
+        }
+        url = format!("{}/{p}", url.trim_end_matches('/'));
+    }
     let token = mcp_bridge::inbound_token(
         &config.config_dir,
         std::env::var(mcp_bridge::INBOUND_TOKEN_ENV).ok(),

@@ -432,6 +432,7 @@ pub(crate) fn serve_request(
     };
     // A human may be answering (elicitation): allow the full request timeout.
     let answer = up.downstream.request(
+        &up.name,
         ctx,
         capability,
         method.to_owned(),
@@ -536,7 +537,7 @@ pub(crate) fn on_notification(
                         ctx.send(msg);
                     }
                 }
-                Guess::None => up.downstream.log(&level, &msg),
+                Guess::None => up.downstream.log(&up.name, &level, &msg),
                 Guess::Ambiguous => {
                     tracing::debug!(upstream = %up.name, "a log message during calls of clients of different origins; kept from both")
                 }
@@ -552,6 +553,6 @@ pub(crate) fn on_notification(
                 .unwrap_or_default();
             tracing::debug!(upstream = %up.name, honored, "the upstream acknowledged subscriptions/listen")
         }
-        _ => up.downstream.broadcast(&msg),
+        _ => up.downstream.broadcast(&up.name, &msg),
     }
 }

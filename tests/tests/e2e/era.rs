@@ -11,7 +11,7 @@ use crate::compat::matrix;
 
 /// server-everything (a third-party 2025 server) and fixture-everything (ours, with the
 /// 2026-07-28 scenario tools written the 2025 way), under prefixes `everything` and `fx`.
-fn two_upstreams(tp: &ThirdParty) -> String {
+pub(crate) fn two_upstreams(tp: &ThirdParty) -> String {
     format!(
         "{}[[upstream]]\nname = \"fx\"\ncommand = {:?}\npin = \"warn\"\n",
         tp.node_entry("everything", &tp.everything(), &["stdio"], ""),
@@ -30,13 +30,13 @@ fn fx_entry(args: &[&str]) -> String {
 
 /// A third-party SDK client script: tests/compat/py_client.py or tests/js/ts2-client.mjs.
 #[derive(Clone, Copy)]
-enum Sdk {
+pub(crate) enum Sdk {
     Python,
     TypeScript,
 }
 
 impl Sdk {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Sdk::Python => "Python SDK client mcp 2.3.0",
             Sdk::TypeScript => "TypeScript SDK client @modelcontextprotocol/client 2.4.0",
@@ -54,7 +54,7 @@ impl Sdk {
 
 /// Runs the `sdk` client script with `args` (`URL MODE`, or `stdio MODE COMMAND…`); its
 /// JSON report.
-async fn sdk_client(tp: &ThirdParty, sdk: Sdk, args: &[&str]) -> Value {
+pub(crate) async fn sdk_client(tp: &ThirdParty, sdk: Sdk, args: &[&str]) -> Value {
     sdk_client_with(tp, sdk, args, None).await
 }
 
@@ -101,7 +101,7 @@ async fn sdk_client_with(tp: &ThirdParty, sdk: Sdk, args: &[&str], tools: Option
 /// Checks one client run against the two 2025 upstreams: the catalog, a call, sampling and
 /// elicitation relayed (input_required rounds for a 2026-07-28 client, requests on its stream
 /// for a 2025 one), two input rounds, and for 2026-07-28 a list change on subscriptions/listen.
-fn check_report(sdk: Sdk, mode: &str, tools: usize, r: &Value) {
+pub(crate) fn check_report(sdk: Sdk, mode: &str, tools: usize, r: &Value) {
     check_report_of(sdk, mode, tools, r, "The sum of 2 and 3 is 5.", "Name: Ada");
 }
 
@@ -130,7 +130,7 @@ fn check_report_of(sdk: Sdk, mode: &str, tools: usize, r: &Value, sum: &str, eli
     }
 }
 
-fn pairing(mode: &str) -> &'static str {
+pub(crate) fn pairing(mode: &str) -> &'static str {
     if mode == "legacy" {
         ""
     } else {
@@ -272,7 +272,13 @@ async fn clients_of_both_eras_work_against_upstreams_that_speak_only_2026_07_28(
 }
 
 /// A 2026-07-28 POST, as a client of `client` with `auth` would send it.
-async fn modern_post(url: &str, client: &str, auth: &str, method: &str, params: Value) -> Value {
+pub(crate) async fn modern_post(
+    url: &str,
+    client: &str,
+    auth: &str,
+    method: &str,
+    params: Value,
+) -> Value {
     let mut params = params;
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",

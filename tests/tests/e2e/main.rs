@@ -16,4 +16,5 @@ mod operations;
 mod passthrough;
 mod pins;
 mod policy;
+mod profiles;
 mod shim;
