@@ -343,3 +343,45 @@ async fn sdk_clients_and_the_shim_use_a_profile_endpoint() {
         Sdk::Python.label()
     ));
 }
+
+#[tokio::test]
+async fn a_reloaded_profile_takes_effect_and_its_sessions_see_the_change() {
+    let dir = TempDir::new("profiles-reload");
+    let ups = fixture_entry("alpha", &[]) + &fixture_entry("beta", &[]);
+    let profile = |upstreams: &str| {
+        format!(
+            "{ups}[[profile]]\nname = \"p\"\nupstreams = [{upstreams}]\norigins = [\"https://app.example.org\"]\n"
+        )
+    };
+    dir.write("config.toml", &profile("\"alpha\""));
+    let b = Bridge::builder().in_dir(dir.path()).start().await;
+    b.wait_ready(2).await;
+    let c = Client::connect(&format!("{}/p", b.url)).await;
+    assert!(!c.tool_names().await.iter().any(|n| n.starts_with("beta__")));
+    let mut stream = c.get_stream().await;
+    dir.write("config.toml", &profile("\"alpha\", \"beta\""));
+    signal(b.pid(), libc::SIGHUP);
+    assert_eq!(
+        next_list_change(&mut stream).await,
+        "notifications/tools/list_changed"
+    );
+    c.wait_for_tool("beta__echo", true).await;
+    // A profile removed by the reload: its path is 404, and so is its bound origin's access.
+    dir.write("config.toml", &ups);
+    signal(b.pid(), libc::SIGHUP);
+    wait_for("profile p to be gone", Duration::from_secs(10), async || {
+        let a = Client::new(&format!("{}/p", b.url))
+            .post_json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}))
+            .await;
+        (a.status == 404).then_some(())
+    })
+    .await;
+    let a = Client::new(&b.url)
+        .post_raw(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string(),
+            &[("origin", "https://app.example.org")],
+        )
+        .await;
+    assert_eq!(a.status, 403, "no longer an allowed origin: {a:?}");
+}
