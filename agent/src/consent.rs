@@ -9,6 +9,9 @@ use url::Url;
 
 use crate::store::Secret;
 
+/// What lets the agent reach a local or private authorization server.
+pub const LOCAL_SETTING: &str = "allow_local_oauth = true on the upstream";
+
 /// Where the owner password comes from.
 #[derive(Clone, Default)]
 pub struct OwnerPassword {
@@ -185,7 +188,7 @@ pub async fn headless(
 ) -> Result<Outcome, String> {
     let mut url = Url::parse(authorization_url).map_err(|e| e.to_string())?;
     for _ in 0..5 {
-        crate::netguard::check_url(url.as_str(), allow_local).await?;
+        proto::netguard::check_url(url.as_str(), allow_local, LOCAL_SETTING).await?;
         let resp = http
             .get(url.clone())
             .send()

@@ -5,7 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod login;
-pub mod netguard;
 pub mod oauth;
 pub mod server;
 pub mod store;

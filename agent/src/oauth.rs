@@ -145,7 +145,7 @@ pub async fn discover(
     allow_local: bool,
 ) -> Result<Discovered, OAuthError> {
     let guard = async |u: &str| {
-        crate::netguard::check_url(u, allow_local)
+        proto::netguard::check_url(u, allow_local, crate::consent::LOCAL_SETTING)
             .await
             .map_err(|e| OAuthError::Discovery(short(&e)))
     };

@@ -97,6 +97,8 @@ pub struct Agent {
     step_ups: Mutex<HashMap<String, std::time::Instant>>,
     /// Bumped when a login changes, to wake the background refreshers.
     changed: watch::Sender<u64>,
+    /// When `VerifyOwner` last failed (the last minute's).
+    owner_failures: Mutex<Vec<std::time::Instant>>,
 }
 
 /// The OAuth upstreams a configuration names.
@@ -171,6 +173,7 @@ impl Agent {
             extra_scopes: Mutex::new(HashMap::new()),
             step_ups: Mutex::new(HashMap::new()),
             changed: watch::Sender::new(0),
+            owner_failures: Mutex::new(Vec::new()),
         }))
     }
 
@@ -201,8 +204,42 @@ impl Agent {
             } => self.complete_login(&state, code, error, iss).await,
             Request::Logout { upstream } => self.logout(&upstream).await,
             Request::Status => Ok(self.status().await),
+            Request::VerifyOwner { password } => self.verify_owner(&password.0).await,
         };
         result.unwrap_or_else(|error| Response::Error { error })
+    }
+
+    /// The connector consent page's password check: constant-time against the owner password;
+    /// at most 5 failures a minute (the page is on the public URL).
+    async fn verify_owner(&self, given: &str) -> Result<Response, AgentError> {
+        let not_owner = |reason: &str| AgentError::NotOwner {
+            reason: reason.to_owned(),
+        };
+        {
+            let mut f = self.owner_failures.lock();
+            let now = std::time::Instant::now();
+            f.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+            if f.len() >= 5 {
+                return Err(not_owner(
+                    "too many wrong passwords; wait a minute and try again",
+                ));
+            }
+        }
+        let expected = self.password.read().await.map_err(|e| not_owner(&e))?;
+        let Some(expected) = expected else {
+            return Err(not_owner(
+                "no owner password is set for mcp-cred-agent (MCP_BRIDGE_OWNER_PASSWORD or MCP_BRIDGE_OWNER_PASSWORD_OP_REF); approve with `mcp-bridge connectors pair` instead",
+            ));
+        };
+        let (a, b) = (expected.expose().as_bytes(), given.as_bytes());
+        let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        if same {
+            Ok(Response::Ack)
+        } else {
+            self.owner_failures.lock().push(std::time::Instant::now());
+            tracing::warn!("a connector consent was refused: wrong owner password");
+            Err(not_owner("wrong owner password"))
+        }
     }
 
     fn known(&self, upstream: &str) -> Result<OAuthUpstream, AgentError> {

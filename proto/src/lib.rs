@@ -12,6 +12,7 @@
 pub mod childenv;
 pub mod client;
 pub mod config;
+pub mod netguard;
 
 use std::path::{Path, PathBuf};
 
@@ -95,6 +96,20 @@ pub enum Request {
         iss: Option<String>,
     },
     Status,
+    /// Is this the owner password? (The bridge's connector consent page asks for it; the
+    /// password itself stays with the agent.) `Ack`, or an error; failures are rate limited.
+    VerifyOwner { password: Redacted },
+}
+
+/// A string that never shows in `Debug` (a password on its way to the agent).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +189,9 @@ pub enum AgentError {
     VersionMismatch { got: u32, supported: u32 },
     #[error("{message}")]
     Internal { message: String },
+    /// `VerifyOwner` with a wrong password, none configured, or too many failures.
+    #[error("{reason}")]
+    NotOwner { reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]

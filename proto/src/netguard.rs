@@ -1,14 +1,14 @@
-//! Where the agent may send requests whose URLs came from the network: OAuth metadata,
-//! registration, token, revocation and authorization endpoints, a challenge's
-//! `resource_metadata`, consent pages. A hostile MCP or authorization server could otherwise
-//! point the agent (which holds every login) at this machine or its private network (SSRF):
-//! a router's admin page, a cloud metadata service, another local daemon.
+//! Where the daemons may send requests whose URLs came from the network. The agent: OAuth
+//! metadata, registration, token, revocation and authorization endpoints, a challenge's
+//! `resource_metadata`, consent pages; the bridge: a connector's client metadata document. A
+//! hostile server or client could otherwise point them at this machine or its private network
+//! (SSRF): a router's admin page, a cloud metadata service, another local daemon.
 //!
 //! URLs are refused when their host is, or resolves to, a loopback, private, link-local,
 //! shared (CGNAT), multicast, reserved or otherwise non-global address, unless the upstream's
-//! config says `allow_local_oauth = true` (a self-hosted authorization server on the LAN, and
-//! the tests, which run everything on loopback). The URL the user configured is never checked:
-//! the user chose it.
+//! config allows it (`allow_local_oauth = true` for a self-hosted authorization server on the
+//! LAN, and the tests, which run everything on loopback). The URL the user configured is never
+//! checked: the user chose it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -76,15 +76,16 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// Refuses `url` unless its host is global. Host names are resolved (with the system
-/// resolver) and refused if any address is not global. `allow_local` skips the check.
-pub async fn check_url(url: &str, allow_local: bool) -> Result<(), String> {
+/// resolver) and refused if any address is not global. `allow_local` skips the check;
+/// `setting` names what allows it, for the message.
+pub async fn check_url(url: &str, allow_local: bool, setting: &str) -> Result<(), String> {
     if allow_local {
         return Ok(());
     }
     let parsed = Url::parse(url).map_err(|e| format!("bad URL {url}: {e}"))?;
     let refuse = |addr: IpAddr| {
         format!(
-            "refused {url}: it points at {addr}, a local or private address; a server named it, not you (set allow_local_oauth = true on the upstream if this authorization server is yours)"
+            "refused {url}: it points at {addr}, a local or private address; the network named it, not you (set {setting} if that server is yours)"
         )
     };
     let host = match parsed.host() {
@@ -185,12 +186,12 @@ mod tests {
             "http://api.localhost/x",
             "http://10.0.0.1/register",
         ] {
-            let e = check_url(u, false).await.unwrap_err();
+            let e = check_url(u, false, "x").await.unwrap_err();
             assert!(e.contains("refused"), "{u}: {e}");
         }
-        assert!(check_url("http://127.0.0.1:9/token", true).await.is_ok());
+        assert!(check_url("http://127.0.0.1:9/token", true, "x").await.is_ok());
         assert!(
-            check_url("https://93.184.216.34/token", false)
+            check_url("https://93.184.216.34/token", false, "x")
                 .await
                 .is_ok()
         );
