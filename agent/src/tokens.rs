@@ -232,7 +232,8 @@ impl Agent {
             ));
         };
         let (a, b) = (expected.expose().as_bytes(), given.as_bytes());
-        let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        let same =
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
         if same {
             Ok(Response::Ack)
         } else {

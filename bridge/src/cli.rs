@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         action: ToolsAction,
     },
+    /// claude.ai and ChatGPT connectors (`[server] public_url`): the grants, pairing.
+    Connectors {
+        #[command(subcommand)]
+        action: ConnectorsAction,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -82,6 +87,23 @@ enum ToolsAction {
         tool: Option<String>,
         #[arg(long)]
         all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectorsAction {
+    /// Every connector with access: its client, where it redirects, its profile.
+    List,
+    /// End a connector's access at once (its tokens stop working on the next request).
+    Revoke { name: String },
+    /// Approve the next connector that asks, within --minutes, with --profile; prints who
+    /// it was. (Instead of the owner password on the consent page.)
+    Pair {
+        /// What it may use: `all`, `read-only` or a [[profile]] of config.toml.
+        #[arg(long, default_value = "all")]
+        profile: String,
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
     },
 }
 
@@ -125,6 +147,7 @@ pub fn main() -> ExitCode {
             action: ConfigAction::Import { path, force },
         } => load_config().and_then(|c| crate::import::run(&path, &c.config_dir, force)),
         Command::Tools { action } => load_config().and_then(|c| tools(&c.config_dir, action)),
+        Command::Connectors { action } => load_config().and_then(|c| connectors(&c, action)),
         Command::Serve => runtime().and_then(|rt| rt.block_on(serve())),
         Command::Status { json } => runtime().and_then(|rt| rt.block_on(status(json))),
     };
@@ -345,6 +368,53 @@ async fn status(json: bool) -> anyhow::Result<()> {
         println!(
             "pending tools: review with `mcp-bridge tools list --pending`, approve with `mcp-bridge tools approve UPSTREAM TOOL`"
         );
+    }
+    Ok(())
+}
+
+fn connectors(config: &Config, action: ConnectorsAction) -> anyhow::Result<()> {
+    let dir = &config.config_dir;
+    match action {
+        ConnectorsAction::List => {
+            if config.server.public_url.is_none() {
+                println!(
+                    "no [server] public_url in config.toml: connectors cannot reach this bridge"
+                );
+            }
+            print!(
+                "{}",
+                crate::connectors::describe(dir).map_err(anyhow::Error::msg)?
+            );
+        }
+        ConnectorsAction::Revoke { name } => {
+            crate::connectors::revoke_grant(dir, &name).map_err(anyhow::Error::msg)?;
+            println!("{name}: access ended");
+        }
+        ConnectorsAction::Pair { profile, minutes } => {
+            let Some(url) = &config.server.public_url else {
+                anyhow::bail!(
+                    "set [server] public_url in config.toml to your tunnel's URL first (README, \"claude.ai and ChatGPT\")"
+                );
+            };
+            let views = crate::views::Views::from_config(config);
+            let Some(p) = views.get(&profile) else {
+                let names: Vec<&str> = views.all().map(|(n, _)| n.as_ref()).collect();
+                anyhow::bail!("no profile {profile:?}; choose one of {}", names.join(", "));
+            };
+            println!(
+                "Pairing for {minutes} min: the next connector that asks is approved with profile {profile} ({}).\nAdd the connector now, with the URL {url}{}",
+                crate::views::describe_profile(p),
+                config.mcp_path
+            );
+            match crate::connectors::pair(dir, &profile, minutes.clamp(1, 30) * 60)
+                .map_err(anyhow::Error::msg)?
+            {
+                Some(who) => println!("approved: {who}"),
+                None => {
+                    anyhow::bail!("no connector asked within {minutes} min; nothing was approved")
+                }
+            }
+        }
     }
     Ok(())
 }

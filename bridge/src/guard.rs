@@ -142,6 +142,9 @@ pub struct Guard {
     token: Option<String>,
     /// Origins bound to a profile (`[[profile]] origins`) are allowed too; reloaded with it.
     views: Option<crate::views::SharedViews>,
+    /// The public URL's authorization server: its host is allowed, and requests for it need
+    /// its tokens instead of the inbound token.
+    connectors: Option<Arc<crate::connectors::Connectors>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +181,14 @@ impl Guard {
             allow_loopback_origins,
             token,
             views: None,
+            connectors: None,
         })
+    }
+
+    /// Serves the public URL of `connectors` (see `connectors`).
+    pub fn with_connectors(mut self, connectors: Arc<crate::connectors::Connectors>) -> Self {
+        self.connectors = Some(connectors);
+        self
     }
 
     /// Also allows the origins the profiles name.
@@ -189,6 +199,7 @@ impl Guard {
 
     pub fn host_allowed(&self, host: &str) -> bool {
         split_host_port(host).is_some_and(|(h, _)| self.hosts.contains(&h))
+            || self.connectors.as_ref().is_some_and(|c| c.is_public(host))
     }
 
     pub fn origin_allowed(&self, origin: &str) -> bool {
@@ -243,16 +254,67 @@ const ALLOW_HEADERS: &str =
     "Content-Type, Accept, Authorization, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID";
 const EXPOSE_HEADERS: &str = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate";
 
+/// What a request for the public URL may do: only the MCP endpoint (with a token of ours, whose
+/// grant's profile it gets) and the OAuth endpoints; `Err` is the answer otherwise.
+#[allow(clippy::result_large_err)]
+fn public_request(
+    c: &crate::connectors::Connectors,
+    req: &mut Request<Body>,
+) -> Result<(), Response> {
+    use crate::connectors::http;
+    let path = req.uri().path().to_owned();
+    if !http::public_path(&path, &c.mcp_path) {
+        return Err((
+            StatusCode::NOT_FOUND,
+            axum::Json(crate::jsonrpc::error_response(
+                &serde_json::Value::Null,
+                crate::jsonrpc::INVALID_REQUEST,
+                "Not Found: the public URL serves the MCP endpoint and OAuth only",
+            )),
+        )
+            .into_response());
+    }
+    if path != c.mcp_path || req.method() == Method::OPTIONS {
+        return Ok(());
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(profile) = bearer.and_then(|t| c.authenticate(t)) else {
+        return Err(http::unauthorized(c, bearer.is_some()));
+    };
+    match HeaderValue::from_str(&profile) {
+        Ok(v) => {
+            req.headers_mut().insert(http::GRANT_PROFILE_HEADER, v);
+            Ok(())
+        }
+        Err(_) => Err(http::unauthorized(c, true)),
+    }
+}
+
 /// Middleware in front of every route.
-pub async fn guard(State(guard): State<Arc<Guard>>, req: Request<Body>, next: Next) -> Response {
+pub async fn guard(
+    State(guard): State<Arc<Guard>>,
+    mut req: Request<Body>,
+    next: Next,
+) -> Response {
+    // Only the guard says which grant a request has.
+    req.headers_mut()
+        .remove(crate::connectors::http::GRANT_PROFILE_HEADER);
     let headers = req.headers();
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-    match host {
-        Some(h) if guard.host_allowed(&h) => {}
+    match &host {
+        Some(h) if guard.host_allowed(h) => {}
         Some(h) => {
             tracing::warn!(host = %h, "refused a request with a Host that is not allowed (DNS rebinding?)");
             return forbidden("Forbidden: Host header is not allowed");
@@ -307,7 +369,17 @@ pub async fn guard(State(guard): State<Arc<Guard>>, req: Request<Body>, next: Ne
         }
         return resp;
     }
-    let mut resp = if guard.token_ok(req.headers()) {
+    let public = guard
+        .connectors
+        .as_ref()
+        .filter(|c| host.as_deref().is_some_and(|h| c.is_public(h)))
+        .cloned();
+    let mut resp = if let Some(c) = public {
+        match public_request(&c, &mut req) {
+            Ok(()) => next.run(req).await,
+            Err(resp) => resp,
+        }
+    } else if guard.token_ok(req.headers()) {
         next.run(req).await
     } else {
         let mut r = (

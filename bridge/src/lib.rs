@@ -8,11 +8,13 @@ pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod connectors;
 pub mod demo;
 pub mod doctor;
 pub mod downstream;
 pub mod guard;
 pub mod import;
+pub mod jsonfile;
 pub mod jsonrpc;
 pub mod mcp_session;
 pub mod modern;
@@ -77,13 +79,18 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let views = views::Views::shared(&config);
-    let guard = guard::Guard::new(
+    let connectors = connectors::Connectors::new(&config);
+    let mut guard = guard::Guard::new(
         &config.server.allowed_hosts,
         &config.server.allowed_origins,
         config.server.allow_loopback_origins,
         options.inbound_token,
     )?
     .with_views(views.clone());
+    if let Some(c) = &connectors {
+        tracing::info!(public_url = %c.issuer, "serving connectors: requests for the public URL need an OAuth token issued here");
+        guard = guard.with_connectors(c.clone());
+    }
     let sessions = Arc::new(session::Sessions::with_limit(
         config.server.max_sessions,
         views.clone(),
@@ -105,6 +112,7 @@ pub async fn serve(
         ),
         mrtr: Default::default(),
         list_events: tokio::sync::broadcast::channel(64).0,
+        connectors,
     });
     tokio::spawn(server::forward_list_changes(bridge.clone()));
     let idle = Duration::from_secs(config.server.session_idle_secs.max(1));

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -23,12 +23,21 @@ pub const FILE_NAME: &str = "tool-pins.json";
 const LOCK_NAME: &str = "tool-pins.lock";
 const VERSION: u32 = 1;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PinFile {
     pub version: u32,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamPins>,
+}
+
+impl Default for PinFile {
+    fn default() -> Self {
+        Self {
+            version: VERSION,
+            upstreams: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -73,58 +82,30 @@ pub fn definition(tool: &Value) -> (String, Value) {
     (hex, d)
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+use crate::jsonfile::now;
+
+impl crate::jsonfile::Versioned for PinFile {
+    const VERSION: u32 = VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
 }
 
 /// Reads the pin file: `Ok(None)` if there is none, `Err` (with the reason) if it cannot be
 /// trusted; such a file is never overwritten.
 fn read(path: &Path) -> Result<Option<PinFile>, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    match serde_json::from_slice::<PinFile>(&bytes) {
-        Ok(f) if f.version == VERSION => Ok(Some(f)),
-        Ok(f) => Err(format!(
-            "{} has version {}, this mcp-bridge writes {VERSION}",
-            path.display(),
-            f.version
-        )),
-        Err(e) => Err(format!(
-            "{} is not a pin file ({e}); fix or remove it (mcp-bridge leaves it untouched)",
-            path.display()
-        )),
-    }
+    crate::jsonfile::read(path, "a pin file")
 }
 
 /// Runs `change` on the file's current content under the lock and writes the result
 /// atomically (0600) if it changed anything.
 fn update<T>(dir: &Path, change: impl FnOnce(&mut PinFile) -> (bool, T)) -> Result<T, String> {
-    let path = dir.join(FILE_NAME);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_NAME))
-        .map_err(|e| format!("cannot open {}: {e}", dir.join(LOCK_NAME).display()))?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock {}: {e}", dir.join(LOCK_NAME).display()))?;
-    let mut file = read(&path)?.unwrap_or(PinFile {
-        version: VERSION,
-        upstreams: BTreeMap::new(),
-    });
-    let (changed, out) = change(&mut file);
-    if changed {
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
-        logfile::write_atomic(&path, &bytes, 0o600)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(out)
+    crate::jsonfile::update(
+        &dir.join(FILE_NAME),
+        &dir.join(LOCK_NAME),
+        "a pin file",
+        change,
+    )
 }
 
 /// What the bridge knows of the pins.

@@ -46,6 +46,8 @@ pub struct Bridge {
     /// The list changes broadcast to sessions (profile, notification method), for
     /// `subscriptions/listen` streams too.
     pub list_events: tokio::sync::broadcast::Sender<(Arc<str>, &'static str)>,
+    /// The OAuth authorization server of the public URL, when `public_url` is set.
+    pub connectors: Option<Arc<crate::connectors::Connectors>>,
 }
 
 impl Bridge {
@@ -58,6 +60,20 @@ impl Bridge {
         headers: &HeaderMap,
     ) -> Result<Arc<str>, Response> {
         let views = self.registry.views.read().clone();
+        // A request to the public URL (authenticated by the guard) sees its grant's profile.
+        if let Some(p) = header_str(headers, crate::connectors::http::GRANT_PROFILE_HEADER) {
+            return views
+                .get(p)
+                .map(|_| Arc::from(p))
+                .ok_or_else(|| {
+                    rpc_error(
+                        StatusCode::FORBIDDEN,
+                        &Value::Null,
+                        jsonrpc::INVALID_REQUEST,
+                        &format!("Forbidden: this connector's profile {p:?} is no longer in config.toml; revoke it and connect again"),
+                    )
+                });
+        }
         views
             .resolve(asked, header_str(headers, "origin"))
             .map_err(|e| {
@@ -89,6 +105,10 @@ pub fn router(
     limits: BodyLimits,
 ) -> Router {
     let guard = Arc::new(guard);
+    let oauth = match &bridge.connectors {
+        Some(_) => crate::connectors::http::routes(mcp_path),
+        None => Router::new(),
+    };
     let profile_path = format!("{}/{{profile}}", mcp_path.trim_end_matches('/'));
     Router::new()
         .route(
@@ -111,6 +131,7 @@ pub fn router(
         )
         .route("/status", get(status))
         .route("/oauth/callback", get(oauth_callback))
+        .merge(oauth)
         .layer(axum::middleware::from_fn_with_state(limits, read_body))
         .layer(axum::middleware::from_fn_with_state(
             guard,

@@ -111,6 +111,16 @@ pub struct ServerSettings {
     pub first_list_wait_secs: f64,
     /// The profile served to browser origins that no `[[profile]]` names in its `origins`.
     pub browser_profile: String,
+    /// The public URL a tunnel gives this bridge (`https://x.example`, no path): requests for
+    /// its host need an OAuth token the bridge issued, and the bridge serves the OAuth
+    /// authorization server claude.ai and ChatGPT connectors need.
+    pub public_url: Option<String>,
+    /// Let a connector's client metadata document URL point at a local or private address
+    /// (tests, a self-hosted client on the LAN); also allows `http://` for such URLs.
+    pub allow_local_client_metadata: bool,
+    /// How long a connector's just-superseded refresh token still answers with the pair that
+    /// replaced it (a retried refresh); its use after that revokes the connector's grant.
+    pub connector_refresh_grace_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -127,6 +137,9 @@ impl Default for ServerSettings {
             body_timeout_secs: 30,
             first_list_wait_secs: 5.0,
             browser_profile: PROFILE_READ_ONLY.to_owned(),
+            public_url: None,
+            allow_local_client_metadata: false,
+            connector_refresh_grace_secs: 60,
         }
     }
 }
@@ -783,8 +796,29 @@ pub fn parse_file(file: &Path, src: &str) -> Result<FileConfig, ConfigError> {
         });
     }
     let profiles = parse_profiles(file, src, raw.profile, &upstreams, &raw.server)?;
+    let mut server = raw.server;
+    if let Some(u) = &server.public_url {
+        let trimmed = u.trim_end_matches('/');
+        let ok = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#', '@', ' ']));
+        if !ok {
+            return Err(ConfigError::Invalid {
+                file: file.to_path_buf(),
+                line: src
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("public_url"))
+                    .map_or(1, |i| i + 1),
+                message: format!(
+                    "public_url = {u:?} must be the tunnel's URL without a path, such as \"https://mcp.example.com\""
+                ),
+            });
+        }
+        server.public_url = Some(trimmed.to_owned());
+    }
     Ok(FileConfig {
-        server: raw.server,
+        server,
         logging: raw.logging,
         upstreams,
         profiles,

@@ -98,7 +98,9 @@ pub enum Request {
     Status,
     /// Is this the owner password? (The bridge's connector consent page asks for it; the
     /// password itself stays with the agent.) `Ack`, or an error; failures are rate limited.
-    VerifyOwner { password: Redacted },
+    VerifyOwner {
+        password: Redacted,
+    },
 }
 
 /// A string that never shows in `Debug` (a password on its way to the agent).

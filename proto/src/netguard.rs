@@ -189,7 +189,11 @@ mod tests {
             let e = check_url(u, false, "x").await.unwrap_err();
             assert!(e.contains("refused"), "{u}: {e}");
         }
-        assert!(check_url("http://127.0.0.1:9/token", true, "x").await.is_ok());
+        assert!(
+            check_url("http://127.0.0.1:9/token", true, "x")
+                .await
+                .is_ok()
+        );
         assert!(
             check_url("https://93.184.216.34/token", false, "x")
                 .await

@@ -6,6 +6,7 @@ mod agent;
 mod bridge;
 mod chaos;
 mod compat;
+mod connectors;
 mod era;
 mod guards;
 mod hostile;
