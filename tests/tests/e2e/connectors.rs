@@ -541,3 +541,63 @@ async fn a_cimd_client_gets_consent_with_the_owner_password_and_revoke_ends_it()
     assert!(out.status.success(), "{out:?}");
     assert_eq!(p.mcp(Some(&at), None, ping.clone()).await.0, 401);
 }
+
+#[tokio::test]
+async fn the_python_sdk_oauth_client_connects_through_the_public_url_in_both_eras() {
+    let tp = ThirdParty::get();
+    // The public URL is the loopback one here, so the SDK's discovery reaches it.
+    let port = free_port();
+    let b = Bridge::builder()
+        .env("MCP_BRIDGE_PORT", &port.to_string())
+        .config(&format!(
+            "[server]\npublic_url = \"http://127.0.0.1:{port}\"\n\n{}{}[[profile]]\nname = \"one\"\nupstreams = [\"alpha\"]\n",
+            fixture_entry("alpha", &[]),
+            fixture_entry("beta", &[])
+        ))
+        .start()
+        .await;
+    // No `wait_ready`: with a loopback public URL, `/status` is not served (the first list
+    // waits for the upstreams instead).
+    for mode in ["legacy", "2026-07-28"] {
+        let mut pair = open_pairing(&b.dir, "one").await;
+        let out = tokio::time::timeout(
+            Duration::from_secs(90),
+            tokio::process::Command::new(tp.python())
+                .arg(tp.root.join("tests/compat/py_oauth_client.py"))
+                .args([&b.url, mode, "alpha__echo"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the client finished within 90 s")
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            r["version"],
+            if mode == "legacy" { "2025-11-25" } else { mode },
+            "{r}"
+        );
+        let tools = r["tools"].as_array().unwrap();
+        assert!(
+            !tools.is_empty()
+                && tools
+                    .iter()
+                    .all(|t| t.as_str().unwrap().starts_with("alpha__")),
+            "profile one only: {r}"
+        );
+        assert_eq!(r["call"], "[alpha] hi", "{r}");
+        assert_eq!(r["iss"], format!("http://127.0.0.1:{port}"), "{r}");
+        assert!(pair.wait().await.unwrap().success());
+        crate::compat::matrix(&format!(
+            "| connector OAuth ({mode} client, HTTP, public URL) | Python SDK client mcp 2.3.0 `OAuthClientProvider` | DCR, pairing approval, PKCE, token, tools/list {} (profile `one`), call | fixture | pass |",
+            tools.len()
+        ));
+    }
+    let listed = String::from_utf8_lossy(&cli(&b.dir, &["connectors", "list"]).stdout).to_string();
+    assert!(listed.contains("python-sdk-connector-2"), "{listed}");
+}
