@@ -359,6 +359,19 @@ async fn status(json: bool) -> anyhow::Result<()> {
             p["shows"].as_str().unwrap_or("?"),
         );
     }
+    if let Some(c) = body.get("connectors").filter(|c| !c.is_null()) {
+        match c["error"].as_str() {
+            Some(e) => println!(
+                "connectors at {}: REFUSED: {e}",
+                c["public_url"].as_str().unwrap_or("?")
+            ),
+            None => println!(
+                "connectors at {}: {} with access (`mcp-bridge connectors list`)",
+                c["public_url"].as_str().unwrap_or("?"),
+                c["grants"].as_array().map_or(0, Vec::len)
+            ),
+        }
+    }
     if body["upstreams"]
         .as_array()
         .into_iter()

@@ -144,6 +144,23 @@ fn check_views(r: &Report, c: &Config) {
         Ok(_) => {}
         Err(e) => r.note(format!("tool pins: {e}")),
     }
+    if let Some(url) = &c.server.public_url {
+        let loopback = url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost");
+        if url.starts_with("https://") || loopback {
+            r.ok(format!(
+                "connectors: public URL {url} (OAuth for claude.ai and ChatGPT)"
+            ));
+        } else {
+            r.note(format!("connectors: public URL {url} is not https; claude.ai and ChatGPT need an https tunnel URL"));
+        }
+        match crate::connectors::read(&c.config_dir) {
+            Ok(f) => r.ok(format!(
+                "connectors: {} with access (`mcp-bridge connectors list`; add one with `mcp-bridge connectors pair`)",
+                f.grants.len()
+            )),
+            Err(e) => r.note(format!("connectors: {e}")),
+        }
+    }
     let views = crate::views::Views::from_config(c);
     for (name, p) in views.all() {
         let default = if views.browser() == name {

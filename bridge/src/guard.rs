@@ -369,10 +369,21 @@ pub async fn guard(
         }
         return resp;
     }
+    // The public URL's requests: its Host, or anything a proxy forwarded (a tunnel that
+    // rewrites Host to 127.0.0.1 must not make the internet look local).
+    let forwarded = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "cf-connecting-ip",
+        "x-real-ip",
+    ]
+    .iter()
+    .any(|h| req.headers().contains_key(*h));
     let public = guard
         .connectors
         .as_ref()
-        .filter(|c| host.as_deref().is_some_and(|h| c.is_public(h)))
+        .filter(|c| forwarded || host.as_deref().is_some_and(|h| c.is_public(h)))
         .cloned();
     let mut resp = if let Some(c) = public {
         match public_request(&c, &mut req) {

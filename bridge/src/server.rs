@@ -948,6 +948,7 @@ pub fn status_json(bridge: &Bridge) -> Value {
         "list_changed_sent": bridge.list_changes.load(std::sync::atomic::Ordering::Relaxed),
         "pins_error": bridge.registry.pins.refused(),
         "profiles": profiles,
+        "connectors": bridge.connectors.as_ref().map(|c| c.summary()),
         "upstreams": upstreams,
     })
 }

@@ -383,6 +383,21 @@ impl Connectors {
         self.file.lock().0.as_ref().err().cloned()
     }
 
+    /// What `status` shows: the public URL and how many connectors have access.
+    pub fn summary(&self) -> Value {
+        self.reload_if_changed();
+        let file = self.file.lock();
+        match &file.0 {
+            Ok(f) => json!({
+                "public_url": self.issuer,
+                "resource": self.resource,
+                "grants": f.grants.iter().map(|g| json!({"name": g.name, "client": g.client_name, "profile": g.profile})).collect::<Vec<_>>(),
+                "registered_clients": f.clients.len(),
+            }),
+            Err(e) => json!({ "public_url": self.issuer, "error": e }),
+        }
+    }
+
     /// RFC 7591 registration of a public client.
     pub fn register(&self, meta: &Value) -> Result<Value, OAuthError> {
         let bad = |d: String| OAuthError::new(400, "invalid_client_metadata", d);
@@ -972,9 +987,14 @@ impl Connectors {
     }
 }
 
+/// The connectors file of `dir` (empty when there is none), or why it is refused.
+pub fn read(dir: &Path) -> Result<ConnectorFile, String> {
+    Ok(jsonfile::read(&dir.join(FILE_NAME), WHAT)?.unwrap_or_default())
+}
+
 /// `mcp-bridge connectors list`.
 pub fn describe(dir: &Path) -> Result<String, String> {
-    let f: ConnectorFile = jsonfile::read(&dir.join(FILE_NAME), WHAT)?.unwrap_or_default();
+    let f = read(dir)?;
     let mut out = String::new();
     if f.grants.is_empty() {
         out.push_str("no connector has access (add one: README, \"claude.ai and ChatGPT\")\n");

@@ -251,8 +251,16 @@ async fn a_paired_connector_sees_its_profile_and_its_tokens_rotate() {
         meta["token_endpoint_auth_methods_supported"],
         json!(["none"])
     );
-    // The public URL serves nothing else; loopback clients need no token, as before.
+    // The public URL serves nothing else; loopback clients need no token, as before, unless
+    // a proxy forwarded them (a tunnel that rewrites Host).
     assert_eq!(p.get("/status").send().await.unwrap().status(), 404);
+    let forwarded = no_redirects()
+        .get(format!("{}/status", b.base))
+        .header("x-forwarded-for", "160.79.104.10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 404);
     assert_eq!(p.get("/mcp/one").send().await.unwrap().status(), 404);
     let local = b.client().await;
     assert!(
