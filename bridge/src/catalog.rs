@@ -164,7 +164,9 @@ fn name_items(
                 tracing::warn!(upstream = %up.name, name = %original, exposed = %exposed, kind = kind.key(), "name collision; exposing under a disambiguated name");
             }
             taken.insert(exposed.clone());
-            if !visible {
+            // Served items are judged by the name they are listed under (a disambiguated one
+            // included), as `status` and `all` show it.
+            if !(upstream_in_view && in_view(view, kind, item, &exposed)) {
                 continue;
             }
             let mut item = item.clone();
@@ -325,6 +327,15 @@ impl Catalog {
             capabilities,
             view,
         }
+    }
+
+    /// [`route_uri`](Self::route_uri) for a URI a client may use: `None` also when the
+    /// upstream's policy or this catalog's profile hides it, however the client learnt it.
+    pub fn resolve_uri(&self, uri: &str) -> Option<(Arc<Upstream>, String)> {
+        let (up, original) = self.route_uri(uri)?;
+        (up.policy.resources.admits(&original)
+            && self.admits_uri(&naming::expose_uri(&up.prefix, &original)))
+        .then_some((up, original))
     }
 
     /// Whether this catalog's profile admits the exposed URI `uri` (always, for `all`).
@@ -704,8 +715,23 @@ mod tests {
             .into_iter()
             .find(|n| all.routes[n].tool == "a.b")
             .unwrap();
-        assert_eq!(names(&v), [disambiguated], "the name `all` gives it");
+        assert_eq!(names(&v), [disambiguated.clone()], "the name `all` gives it");
         assert!(v.hidden_tools.is_empty() && v.pending_tools.is_empty());
+        // A profile's globs see the names `all` lists, disambiguated ones included.
+        let deny = ProfileConfig {
+            name: "d".into(),
+            tools: proto::config::Filter {
+                allow: None,
+                deny: vec![disambiguated.clone()],
+            },
+            ..Default::default()
+        };
+        let d = Catalog::build_view(&ups, &Held::new(), Some(Arc::new(deny)));
+        assert_eq!(
+            names(&d),
+            ["x__a_b", "x__write"],
+            "only the denied one goes"
+        );
         assert_eq!(
             v.route_uri("a://secret").map(|(u, _)| u.name.to_string()),
             None

@@ -321,10 +321,28 @@ pub async fn guard(
         }
         None => return forbidden("Forbidden: missing Host header"),
     }
+    // The public URL's requests: its Host, or anything a proxy forwarded (a tunnel that
+    // rewrites Host to 127.0.0.1 must not make the internet look local).
+    let forwarded = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "cf-connecting-ip",
+        "x-real-ip",
+    ]
+    .iter()
+    .any(|h| headers.contains_key(*h));
+    let public = guard
+        .connectors
+        .as_ref()
+        .filter(|c| forwarded || host.as_deref().is_some_and(|h| c.is_public(h)))
+        .cloned();
     let origin = match headers.get(header::ORIGIN) {
         None => None,
         Some(v) => match v.to_str() {
             Ok(o) if guard.origin_allowed(o) => Some(v.clone()),
+            // The public URL's own pages (the consent form) post to it: same origin, no CORS.
+            Ok(o) if public.as_ref().is_some_and(|c| c.is_own_origin(o)) => None,
             _ => {
                 tracing::warn!(origin = ?v, "refused a request from an origin that is not allowed");
                 return forbidden("Forbidden: Origin is not allowed");
@@ -369,22 +387,6 @@ pub async fn guard(
         }
         return resp;
     }
-    // The public URL's requests: its Host, or anything a proxy forwarded (a tunnel that
-    // rewrites Host to 127.0.0.1 must not make the internet look local).
-    let forwarded = [
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "cf-connecting-ip",
-        "x-real-ip",
-    ]
-    .iter()
-    .any(|h| req.headers().contains_key(*h));
-    let public = guard
-        .connectors
-        .as_ref()
-        .filter(|c| forwarded || host.as_deref().is_some_and(|h| c.is_public(h)))
-        .cloned();
     let mut resp = if let Some(c) = public {
         match public_request(&c, &mut req) {
             Ok(()) => next.run(req).await,

@@ -48,15 +48,7 @@ pub fn update<T, R>(
 where
     T: DeserializeOwned + Serialize + Versioned + Default,
 {
-    let guard = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock)
-        .map_err(|e| format!("cannot open {}: {e}", lock.display()))?;
-    guard
-        .lock()
-        .map_err(|e| format!("cannot lock {}: {e}", lock.display()))?;
+    let _guard = exclusive(lock)?;
     let mut file = read::<T>(path, what)?.unwrap_or_default();
     let (changed, out) = change(&mut file);
     if changed {
@@ -65,6 +57,19 @@ where
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(out)
+}
+
+/// An exclusive lock on the file `lock` (created if missing), held until the result drops.
+pub fn exclusive(lock: &Path) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .map_err(|e| format!("cannot open {}: {e}", lock.display()))?;
+    file.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock.display()))?;
+    Ok(file)
 }
 
 /// Unix seconds now.

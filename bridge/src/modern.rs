@@ -1323,6 +1323,10 @@ async fn listen(
         .filter_map(Value::as_str)
         .take(1000)
     {
+        // Only what the profile can read, whoever else is subscribed already.
+        if catalog.resolve_uri(uri).is_none() {
+            continue;
+        }
         bridge.sessions.listener_uri(listener, uri, true);
         let ok = bridge.sessions.others_than_listener(uri, listener)
             || bridge

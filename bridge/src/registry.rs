@@ -469,15 +469,7 @@ impl Registry {
                     serde_json::json!({ "uri": uri }),
                 )
             };
-            let (up, original) = catalog.route_uri(uri).ok_or_else(not_found)?;
-            // A resource the upstream's policy or the profile hides is not readable either,
-            // however the client learnt its URI.
-            if !up.policy.resources.admits(&original)
-                || !catalog.admits_uri(&crate::naming::expose_uri(&up.prefix, &original))
-            {
-                return Err(not_found());
-            }
-            Ok((up, original))
+            catalog.resolve_uri(uri).ok_or_else(not_found)
         };
         let up = match method {
             "tools/call" | "prompts/get" => {

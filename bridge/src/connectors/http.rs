@@ -217,15 +217,10 @@ async fn authorize(State(bridge): State<Arc<Bridge>>, RawQuery(query): RawQuery)
         request.client.client_name,
         request.redirect_host()
     );
-    if let Some(profile) = c.take_pairing(&who) {
-        if bridge.registry.views.read().get(&profile).is_some() {
-            tracing::info!(client = %request.client.client_name, profile, "a connector was approved through the pairing window");
-            return approve(c, request, profile);
-        }
-        tracing::warn!(
-            profile,
-            "the pairing window names a profile that does not exist"
-        );
+    let views = bridge.registry.views.read().clone();
+    if let Some(profile) = c.take_pairing(&who, |p| views.get(p).is_some()) {
+        tracing::info!(client = %request.client.client_name, profile, "a connector was approved through the pairing window");
+        return approve(c, request, profile);
     }
     match c.begin_consent(request.clone()) {
         Ok((id, csrf)) => consent_page(&bridge, &request, &id, &csrf, None),
@@ -371,9 +366,11 @@ fn page(status: StatusCode, title: &str, body: &str, form_target: Option<&str>) 
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // `same-origin`: nothing leaks to other sites, and the consent form's POST carries this
+    // origin (with `no-referrer` browsers send `Origin: null`).
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         "x-content-type-options",

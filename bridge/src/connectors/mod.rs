@@ -245,16 +245,17 @@ fn pkce_ok(challenge: &str, verifier: &str) -> bool {
 
 /// `host[:port]` of a URL or a Host header, lowercase, with the scheme's default port removed.
 fn authority(host: &str, default_port: u16) -> String {
-    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
-    match h.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || h.starts_with('[') => {
-            if port.parse::<u16>().ok() == Some(default_port) {
-                name.to_owned()
-            } else {
-                h
-            }
-        }
-        _ => h,
+    let h = host.trim().to_ascii_lowercase();
+    // `[v6]:port`, `name:port`, or no port (a bracketed v6 address alone has ':' only inside
+    // its brackets).
+    let (name, port) = match h.rsplit_once(':') {
+        Some((name, port)) if !h.starts_with('[') || name.ends_with(']') => (name, Some(port)),
+        _ => (h.as_str(), None),
+    };
+    let name = name.trim_end_matches('.');
+    match port {
+        Some(p) if p.parse::<u16>().ok() != Some(default_port) => format!("{name}:{p}"),
+        _ => name.to_owned(),
     }
 }
 
@@ -289,6 +290,7 @@ pub struct Connectors {
     /// Superseded refresh token hash → the answer that replaced it, until the grace ends.
     recent: Mutex<HashMap<String, (Value, u64)>>,
     metadata_cache: Mutex<HashMap<String, (ClientInfo, Instant)>>,
+    fetches: tokio::sync::Semaphore,
     http: reqwest::Client,
 }
 
@@ -324,6 +326,7 @@ impl Connectors {
             codes: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
             metadata_cache: Mutex::new(HashMap::new()),
+            fetches: tokio::sync::Semaphore::new(4),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(5))
@@ -342,6 +345,12 @@ impl Connectors {
     /// The public host, for the Host allowlist.
     pub fn public_host(&self) -> &str {
         &self.public_authority
+    }
+
+    /// Whether `origin` is the public URL's own (or `null`, what a browser sends for a form
+    /// posted from a page that hides its referrer).
+    pub fn is_own_origin(&self, origin: &str) -> bool {
+        origin == "null" || origin.trim_end_matches('/') == self.issuer
     }
 
     /// Whether a request's `Host` is the public URL's.
@@ -425,14 +434,18 @@ impl Connectors {
                 format!("redirect URI {u:?} must be https, or http on a loopback address"),
             ));
         }
+        // A client asking for a secret (claude.ai has asked for `client_secret_post`) is
+        // registered as a public client, as RFC 7591 §3.2.1 lets a server decide; the answer
+        // says so, and PKCE protects its codes.
         if let Some(m) = meta
             .get("token_endpoint_auth_method")
             .and_then(Value::as_str)
             && m != "none"
         {
-            return Err(bad(format!(
-                "token_endpoint_auth_method {m:?} is not supported: this server registers public clients (\"none\", with PKCE)"
-            )));
+            tracing::debug!(
+                asked = m,
+                "registering a client as public (token_endpoint_auth_method none)"
+            );
         }
         let name: String = meta
             .get("client_name")
@@ -535,6 +548,10 @@ impl Connectors {
                 "client metadata document URL {url} needs a path and no fragment"
             ));
         }
+        // A few fetches at a time: anyone can name a document URL.
+        let _permit = self.fetches.try_acquire().map_err(|_| {
+            "too many client metadata documents are being fetched; try again".to_owned()
+        })?;
         proto::netguard::check_url(
             url,
             self.allow_local_metadata,
@@ -593,9 +610,14 @@ impl Connectors {
                     .collect()
             })
             .unwrap_or_default();
-        if redirect_uris.is_empty() {
+        if redirect_uris.is_empty() || redirect_uris.len() > 10 {
             return Err(format!(
-                "the client metadata document {url} lists no redirect_uris"
+                "the client metadata document {url} must list 1 to 10 redirect_uris"
+            ));
+        }
+        if let Some(bad) = redirect_uris.iter().find(|u| !acceptable_redirect(u)) {
+            return Err(format!(
+                "the client metadata document {url} lists redirect URI {bad:?}; it must be https, or http on a loopback address"
             ));
         }
         let info = ClientInfo {
@@ -610,9 +632,17 @@ impl Connectors {
                 .collect(),
             redirect_uris,
         };
-        self.metadata_cache
-            .lock()
-            .insert(url.to_owned(), (info.clone(), Instant::now()));
+        let mut cache = self.metadata_cache.lock();
+        cache.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(300));
+        if cache.len() >= 256
+            && let Some(oldest) = cache
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            cache.remove(&oldest);
+        }
+        cache.insert(url.to_owned(), (info.clone(), Instant::now()));
         Ok(info)
     }
 
@@ -750,18 +780,17 @@ impl Connectors {
         self.consents.lock().remove(id);
     }
 
-    /// Takes the pairing window if one is open: its profile. Marks it used by `who`.
-    pub fn take_pairing(&self, who: &str) -> Option<String> {
+    /// Takes the pairing window if one is open and its profile passes `exists`: its profile.
+    /// Marks it used by `who`.
+    pub fn take_pairing(&self, who: &str, exists: impl Fn(&str) -> bool) -> Option<String> {
         let path = self.dir.join(PAIR_FILE);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(LOCK_NAME))
-            .ok()?;
-        lock.lock().ok()?;
+        let _lock = jsonfile::exclusive(&self.dir.join(LOCK_NAME)).ok()?;
         let mut pairing: Pairing = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
         if pairing.used_by.is_some() || pairing.until < now() {
+            return None;
+        }
+        if !exists(&pairing.profile) {
+            tracing::warn!(profile = %pairing.profile, "the pairing window names a profile this bridge does not have (reload it with SIGHUP); not approving");
             return None;
         }
         pairing.used_by = Some(who.to_owned());
@@ -884,25 +913,38 @@ impl Connectors {
         let given = hash(form.get("refresh_token").map(String::as_str).unwrap_or(""));
         let client_id = form.get("client_id").cloned().unwrap_or_default();
         let t = now();
-        {
-            let mut recent = self.recent.lock();
-            recent.retain(|_, (_, until)| *until >= t);
-            if let Some((answer, _)) = recent.get(&given) {
-                return Ok(answer.clone());
-            }
-        }
+        let grace = self.grace_secs;
         let (access, refresh) = (token("mcpb_at_")?, token("mcpb_rt_")?);
         enum Outcome {
-            Rotated(String),
+            Rotated(String, Value),
+            Retried(Value),
             Reused(String),
             Unknown,
         }
+        // Everything is decided under the file's lock, so two refreshes with one token (a
+        // client's retry racing its first try) are a rotation and a retry, never a reuse.
         let outcome = self.update(|f| {
-            if let Some(i) = f
-                .grants
-                .iter()
-                .position(|g| g.superseded.iter().any(|(h, _)| *h == given))
-            {
+            let mut recent = self.recent.lock();
+            recent.retain(|_, (_, until)| *until >= t);
+            if let Some(i) = f.grants.iter().position(|g| {
+                g.client_id == client_id && g.superseded.iter().any(|(h, _)| *h == given)
+            }) {
+                let at = f.grants[i]
+                    .superseded
+                    .iter()
+                    .find(|(h, _)| *h == given)
+                    .map_or(0, |(_, at)| *at);
+                if t.saturating_sub(at) <= grace {
+                    // A retry inside the grace window gets the pair that replaced the token;
+                    // one whose answer this process no longer has (a restart) gets an error
+                    // and revokes nothing.
+                    return (
+                        false,
+                        recent
+                            .get(&given)
+                            .map_or(Outcome::Unknown, |(a, _)| Outcome::Retried(a.clone())),
+                    );
+                }
                 // A superseded token after its grace window: the family is compromised.
                 let g = f.grants.remove(i);
                 return (true, Outcome::Reused(g.name));
@@ -933,17 +975,16 @@ impl Connectors {
                 expires: t + ACCESS_SECS,
             });
             g.refreshed = t;
-            (true, Outcome::Rotated(g.name.clone()))
+            let answer = Self::answer(&access, &refresh);
+            recent.insert(given.clone(), (answer.clone(), t + grace));
+            (true, Outcome::Rotated(g.name.clone(), answer))
         })?;
         match outcome {
-            Outcome::Rotated(name) => {
-                let answer = Self::answer(&access, &refresh);
-                self.recent
-                    .lock()
-                    .insert(given, (answer.clone(), t + self.grace_secs));
+            Outcome::Rotated(name, answer) => {
                 tracing::debug!(grant = %name, "a connector's tokens were rotated");
                 Ok(answer)
             }
+            Outcome::Retried(answer) => Ok(answer),
             Outcome::Reused(name) => {
                 tracing::warn!(grant = %name, "a superseded refresh token was used after the grace window; the grant is revoked");
                 Err(OAuthError::grant(
@@ -1073,19 +1114,26 @@ pub fn pair(dir: &Path, profile: &str, secs: u64) -> Result<Option<String>, Stri
         profile: profile.to_owned(),
         used_by: None,
     })?;
+    let used_by = || {
+        std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Pairing>(&b).ok())
+            .and_then(|p| p.used_by)
+    };
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        let p: Option<Pairing> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if let Some(who) = p.and_then(|p| p.used_by) {
+        if let Some(who) = used_by() {
             let _ = std::fs::remove_file(&path);
             return Ok(Some(who));
         }
     }
+    // The last look and the close happen under the bridge's lock, so an approval cannot slip
+    // in between them unreported.
+    let _lock = jsonfile::exclusive(&dir.join(LOCK_NAME))?;
+    let who = used_by();
     let _ = std::fs::remove_file(&path);
-    Ok(None)
+    Ok(who)
 }
 
 #[cfg(test)]
@@ -1141,5 +1189,8 @@ mod tests {
         assert_eq!(authority("x.example", 443), "x.example");
         assert_eq!(authority("127.0.0.1:8769", 80), "127.0.0.1:8769");
         assert_eq!(authority("[::1]:443", 443), "[::1]");
+        assert_eq!(authority("[::1]", 443), "[::1]");
+        assert_eq!(authority("x.example.:443", 443), "x.example");
+        assert_eq!(authority("x.example.", 443), "x.example");
     }
 }

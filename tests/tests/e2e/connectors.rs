@@ -182,12 +182,14 @@ async fn open_pairing(dir: &std::path::Path, profile: &str) -> tokio::process::C
 async fn register(p: &Public<'_>, name: &str, redirect: &str) -> String {
     let r = p
         .post("/register")
-        .json(&json!({"client_name": name, "redirect_uris": [redirect], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]}))
+        // claude.ai has been seen asking for client_secret_post: registered as public anyway.
+        .json(&json!({"client_name": name, "redirect_uris": [redirect], "token_endpoint_auth_method": "client_secret_post", "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
+    assert_eq!(v["token_endpoint_auth_method"], "none", "{v}");
     v["client_id"].as_str().unwrap().to_owned()
 }
 
@@ -324,11 +326,30 @@ async fn a_paired_connector_sees_its_profile_and_its_tokens_rotate() {
     let rt1 = tokens["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(tokens["token_type"], "Bearer");
 
-    // The grant's profile: alpha only, beta unknown.
+    // The grant's profile: alpha only; beta's tools are unknown to it.
     let names = p.tool_names(&at1).await;
     assert!(
         !names.is_empty() && names.iter().all(|n| n.starts_with("alpha__")),
         "{names:?}"
+    );
+    let (_, _, _, sid) = p
+        .mcp(
+            Some(&at1),
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "c", "version": "1"}}}),
+        )
+        .await;
+    let (_, _, call, _) = p
+        .mcp(
+            Some(&at1),
+            sid.as_deref(),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "beta__echo", "arguments": {"message": "x"}}}),
+        )
+        .await;
+    assert_eq!(
+        call["error"]["message"], "Unknown tool: beta__echo",
+        "{call}"
     );
     let (_, challenge, _, _) = p
         .mcp(
@@ -365,8 +386,12 @@ async fn a_paired_connector_sees_its_profile_and_its_tokens_rotate() {
             .await
         }
     };
-    let (status, second) = refresh(rt1.clone()).await;
-    assert_eq!(status, 200, "{second}");
+    // Two refreshes with one token at once (a retry racing the first try): one rotation, the
+    // same pair for both.
+    let ((status, second), (status_b, second_b)) =
+        tokio::join!(refresh(rt1.clone()), refresh(rt1.clone()));
+    assert_eq!((status, status_b), (200, 200), "{second} {second_b}");
+    assert_eq!(second, second_b);
     let (_, retried) = refresh(rt1.clone()).await;
     assert_eq!(retried, second, "the same pair inside the grace window");
     let at2 = second["access_token"].as_str().unwrap().to_owned();
@@ -472,13 +497,17 @@ async fn a_cimd_client_gets_consent_with_the_owner_password_and_revoke_ends_it()
         let (request, csrf) = (request.clone(), csrf.clone());
         let p = &p;
         async move {
-            let mut req = p.post("/authorize").form(&[
-                ("request", request.as_str()),
-                ("csrf", csrf.as_str()),
-                ("profile", "all"),
-                ("password", password),
-                ("decision", "approve"),
-            ]);
+            // What a browser sends for a form on the public URL's own page.
+            let mut req = p
+                .post("/authorize")
+                .header("origin", "https://x.example")
+                .form(&[
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("profile", "all"),
+                    ("password", password),
+                    ("decision", "approve"),
+                ]);
             if let Some(c) = cookie {
                 req = req.header("cookie", c);
             }
@@ -497,6 +526,9 @@ async fn a_cimd_client_gets_consent_with_the_owner_password_and_revoke_ends_it()
         (403, None),
         "no CSRF cookie, no consent"
     );
+    let (status, location, body) = consent(Some(cookie_pair.clone()), "").await;
+    assert_eq!((status, location), (403, None), "no password, no consent");
+    assert!(body.contains("wrong owner password"), "{body}");
     let (status, location, body) = consent(Some(cookie_pair.clone()), "wrong").await;
     assert_eq!((status, location), (403, None));
     assert!(body.contains("wrong owner password"), "{body}");
@@ -534,6 +566,15 @@ async fn a_cimd_client_gets_consent_with_the_owner_password_and_revoke_ends_it()
     }
     std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let (status, challenge, _, _) = p.mcp(Some(&at), None, ping.clone()).await;
+    assert_eq!(status, 401);
+    assert!(challenge.unwrap().contains(
+        "resource_metadata=\"https://x.example/.well-known/oauth-protected-resource/mcp\""
+    ));
+    // So is a token bound to another resource (a grant made for another public URL).
+    let mut elsewhere: Value = serde_json::from_str(&original).unwrap();
+    elsewhere["grants"][0]["resource"] = json!("https://other.example/mcp");
+    std::fs::write(&path, serde_json::to_vec(&elsewhere).unwrap()).unwrap();
     assert_eq!(p.mcp(Some(&at), None, ping.clone()).await.0, 401);
     std::fs::write(&path, &original).unwrap();
     wait_for(
