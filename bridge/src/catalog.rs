@@ -715,7 +715,11 @@ mod tests {
             .into_iter()
             .find(|n| all.routes[n].tool == "a.b")
             .unwrap();
-        assert_eq!(names(&v), [disambiguated.clone()], "the name `all` gives it");
+        assert_eq!(
+            names(&v),
+            std::slice::from_ref(&disambiguated),
+            "the name `all` gives it"
+        );
         assert!(v.hidden_tools.is_empty() && v.pending_tools.is_empty());
         // A profile's globs see the names `all` lists, disambiguated ones included.
         let deny = ProfileConfig {
