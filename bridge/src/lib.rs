@@ -26,6 +26,7 @@ pub mod service;
 pub mod session;
 pub mod sse;
 mod sys;
+pub mod ui;
 pub mod upstream;
 pub mod views;
 
@@ -113,6 +114,7 @@ pub async fn serve(
         mrtr: Default::default(),
         list_events: tokio::sync::broadcast::channel(64).0,
         connectors,
+        ui_token: ui::new_token(),
     });
     tokio::spawn(server::forward_list_changes(bridge.clone()));
     let idle = Duration::from_secs(config.server.session_idle_secs.max(1));

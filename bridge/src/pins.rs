@@ -137,6 +137,11 @@ impl Pins {
         self.dir.join(FILE_NAME)
     }
 
+    /// The config directory the pin file lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn mtime(&self) -> Option<SystemTime> {
         std::fs::metadata(self.path())
             .and_then(|m| m.modified())

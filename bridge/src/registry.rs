@@ -390,6 +390,12 @@ impl Registry {
         self.catalog.borrow().all().clone()
     }
 
+    /// The pin file changed here (an approval on the status page): served at once.
+    pub fn pins_changed(&self) {
+        self.pins.reload_if_changed();
+        self.tools_changed.notify_one();
+    }
+
     /// Every profile's catalog.
     pub fn catalogs(&self) -> Arc<Catalogs> {
         self.catalog.borrow().clone()

@@ -48,6 +48,8 @@ pub struct Bridge {
     pub list_events: tokio::sync::broadcast::Sender<(Arc<str>, &'static str)>,
     /// The OAuth authorization server of the public URL, when `public_url` is set.
     pub connectors: Option<Arc<crate::connectors::Connectors>>,
+    /// The status page's CSRF token (`ui`).
+    pub ui_token: String,
 }
 
 impl Bridge {
@@ -132,6 +134,7 @@ pub fn router(
         .route("/status", get(status))
         .route("/oauth/callback", get(oauth_callback))
         .merge(oauth)
+        .merge(crate::ui::routes())
         .layer(axum::middleware::from_fn_with_state(limits, read_body))
         .layer(axum::middleware::from_fn_with_state(
             guard,
@@ -875,7 +878,7 @@ async fn status(State(bridge): State<Arc<Bridge>>) -> Response {
         .await;
         v["agent"] = match answer {
             Ok(Ok(proto::Response::Status { upstreams })) => {
-                json!({ "reachable": true, "logins": upstreams.iter().map(|u| json!({"name": u.name, "logged_in": u.logged_in})).collect::<Vec<_>>() })
+                json!({ "reachable": true, "logins": upstreams.iter().map(|u| json!({"name": u.name, "logged_in": u.logged_in, "expires_at": u.expires_at})).collect::<Vec<_>>() })
             }
             Ok(Ok(_)) => json!({ "reachable": true }),
             Ok(Err(e)) => json!({ "reachable": false, "error": e.to_string() }),
@@ -883,6 +886,24 @@ async fn status(State(bridge): State<Arc<Bridge>>) -> Response {
         };
     }
     axum::Json(v).into_response()
+}
+
+/// What to do about an upstream's state, for `status` and the status page.
+fn hint(u: &crate::upstream::Upstream, s: &crate::upstream::Status) -> Option<String> {
+    use crate::upstream::State;
+    match s.state {
+        State::Ready => None,
+        State::NeedsLogin => Some(format!("run `mcp-cred-agent login {}`", u.name)),
+        State::Disabled => {
+            Some("fix its entry in config.toml, then reload (SIGHUP or restart)".into())
+        }
+        State::Connecting | State::Initializing => Some("starting; wait a moment".into()),
+        State::Backoff => Some(format!(
+            "retrying by itself; check its command or URL in config.toml, or run `mcp-bridge doctor` (the log lines name {})",
+            u.name
+        )),
+        State::Stopped => None,
+    }
 }
 
 pub fn status_json(bridge: &Bridge) -> Value {
@@ -916,11 +937,36 @@ pub fn status_json(bridge: &Bridge) -> Value {
                 "tools_live": u.has_live_lists(),
                 "server_info": s.server_info,
                 "protocol_version": s.protocol_version,
+                "hint": hint(u, &s),
             })
         })
         .collect();
     let catalogs = bridge.registry.catalogs();
     let sessions = bridge.sessions.all();
+    let mut recent_errors: Vec<(u64, String, String)> = bridge
+        .registry
+        .upstreams()
+        .iter()
+        .flat_map(|u| {
+            u.recent_errors()
+                .into_iter()
+                .map(|(at, e)| (at, u.name.to_string(), e))
+        })
+        .collect();
+    recent_errors.sort_by_key(|(at, _, _)| std::cmp::Reverse(*at));
+    recent_errors.truncate(20);
+    // No session ids: they are as good as credentials.
+    let sessions_detail: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "client": s.client_name,
+                "profile": &*s.view,
+                "protocol_version": s.protocol_version,
+                "idle_secs": s.idle_secs(),
+            })
+        })
+        .collect();
     let views = bridge.registry.views.read().clone();
     let profiles: Vec<Value> = views
         .all()
@@ -948,6 +994,8 @@ pub fn status_json(bridge: &Bridge) -> Value {
         "list_changed_sent": bridge.list_changes.load(std::sync::atomic::Ordering::Relaxed),
         "pins_error": bridge.registry.pins.refused(),
         "profiles": profiles,
+        "sessions_detail": sessions_detail,
+        "recent_errors": recent_errors.iter().map(|(at, up, e)| json!({"at": at, "upstream": up, "error": e})).collect::<Vec<_>>(),
         "connectors": bridge.connectors.as_ref().map(|c| c.summary()),
         "upstreams": upstreams,
     })

@@ -200,6 +200,11 @@ impl Session {
         *self.last_seen.lock() = Instant::now();
     }
 
+    /// Seconds since the client last sent anything.
+    pub fn idle_secs(&self) -> u64 {
+        self.idle_for().as_secs()
+    }
+
     fn idle_for(&self) -> Duration {
         self.last_seen.lock().elapsed()
     }

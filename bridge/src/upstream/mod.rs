@@ -321,6 +321,8 @@ pub struct Upstream {
     pub(crate) restart: Notify,
     /// The `logging/setLevel` params the clients need of this upstream, re-sent on reconnect.
     log_level: Mutex<Option<Value>>,
+    /// Its last distinct errors (Unix seconds, message), newest last, for the status page.
+    recent_errors: Mutex<std::collections::VecDeque<(u64, String)>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -369,6 +371,7 @@ impl Upstream {
             lease: Mutex::new(None),
             restart: Notify::new(),
             log_level: Mutex::new(None),
+            recent_errors: Mutex::new(Default::default()),
         }
     }
 
@@ -463,7 +466,21 @@ impl Upstream {
     }
 
     pub(crate) fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        let before = self.status.borrow().last_error.clone();
         self.status.send_modify(f);
+        let after = self.status.borrow().last_error.clone();
+        if let Some(e) = after.filter(|a| Some(a) != before.as_ref()) {
+            let mut recent = self.recent_errors.lock();
+            if recent.len() >= 10 {
+                recent.pop_front();
+            }
+            recent.push_back((crate::jsonfile::now(), e));
+        }
+    }
+
+    /// Its last distinct errors (Unix seconds, message), oldest first.
+    pub fn recent_errors(&self) -> Vec<(u64, String)> {
+        self.recent_errors.lock().iter().cloned().collect()
     }
 
     pub fn lists(&self) -> Arc<Lists> {

@@ -19,3 +19,4 @@ mod pins;
 mod policy;
 mod profiles;
 mod shim;
+mod status_page;
