@@ -20,6 +20,8 @@ pub enum TokenError {
 pub struct AgentClient {
     path: PathBuf,
     conn: Mutex<Option<(Conn, u64)>>,
+    /// Access tokens asked for, per upstream (`/metrics`).
+    token_requests: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl AgentClient {
@@ -27,6 +29,7 @@ impl AgentClient {
         Self {
             path,
             conn: Mutex::new(None),
+            token_requests: Default::default(),
         }
     }
 
@@ -80,6 +83,11 @@ impl AgentClient {
         upstream: &str,
         min_valid: u64,
     ) -> Result<(String, u64), TokenError> {
+        *self
+            .token_requests
+            .lock()
+            .entry(upstream.to_owned())
+            .or_default() += 1;
         match self
             .request(Request::GetToken {
                 upstream: upstream.to_owned(),
@@ -94,6 +102,15 @@ impl AgentClient {
             Response::Error { error } => Err(TokenError::Agent(error)),
             other => Err(self.down(format!("unexpected answer {other:?}"))),
         }
+    }
+
+    /// Access tokens asked for so far, per upstream.
+    pub fn token_requests(&self) -> Vec<(String, u64)> {
+        self.token_requests
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// The upstream answered 403 with this `WWW-Authenticate` challenge (`insufficient_scope`).

@@ -17,6 +17,7 @@ pub mod import;
 pub mod jsonfile;
 pub mod jsonrpc;
 pub mod mcp_session;
+pub mod metrics;
 pub mod modern;
 pub mod naming;
 pub mod pins;

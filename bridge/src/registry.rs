@@ -51,6 +51,8 @@ pub struct Registry {
     cache: ToolCache,
     /// Pinned tool definitions (`tool-pins.json`).
     pub pins: crate::pins::Pins,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The lists read from the cache file at start, to seed upstreams (also ones added later).
     /// Dropped per upstream once it has live lists (then its own lists are what counts).
     cached: Mutex<BTreeMap<String, Arc<Lists>>>,
@@ -89,6 +91,7 @@ impl Registry {
             tasks: TaskTracker::new(),
             cache,
             pins: crate::pins::Pins::load(&config.config_dir),
+            metrics: Arc::default(),
             cached: Mutex::new(cached),
             last_written: Mutex::new(None),
             default_request: Duration::from_secs(config.server.request_timeout_secs.max(1)),
@@ -534,10 +537,18 @@ impl Registry {
                 ));
             }
         };
-        let mut result = up
+        let started = std::time::Instant::now();
+        let answer = up
             .call_for(method, Some(params), up.timeouts.request, ctx)
             .await
-            .map_err(CallError::into_rpc)?;
+            .map_err(CallError::into_rpc);
+        self.metrics.observe(
+            method,
+            &up.name,
+            started.elapsed().as_secs_f64(),
+            answer.as_ref().err().and_then(|e| e.code()),
+        );
+        let mut result = answer?;
         if !up.prefix.is_empty() {
             expose_result_uris(&up.prefix, method, &mut result);
         }

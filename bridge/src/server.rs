@@ -132,6 +132,18 @@ pub fn router(
             get(|| async { axum::Json(json!({ "status": "ok" })) }),
         )
         .route("/status", get(status))
+        .route(
+            "/metrics",
+            get(|State(b): State<Arc<Bridge>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    b.registry.metrics.render(&b),
+                )
+            }),
+        )
         .route("/oauth/callback", get(oauth_callback))
         .merge(oauth)
         .merge(crate::ui::routes())

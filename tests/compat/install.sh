@@ -24,7 +24,7 @@ npm_pkgs=(
   "@modelcontextprotocol/client@2.4.0"
   "@modelcontextprotocol/server@2.4.0"
 )
-py_pkgs=("mcp==2.3.0" "mcp-server-time==2026.10.19")
+py_pkgs=("mcp==2.3.0" "mcp-server-time==2026.10.19" "prometheus-client==0.23.1")
 
 stamp="${npm_pkgs[*]} ${py_pkgs[*]}"
 if [ "$(cat "$dir/.installed" 2>/dev/null)" = "$stamp" ]; then

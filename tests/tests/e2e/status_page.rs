@@ -183,3 +183,133 @@ async fn the_status_page_shows_what_status_says_in_a_real_browser() {
         "{csp}"
     );
 }
+
+/// `/metrics` samples, as the official Prometheus Python client's OpenMetrics parser reads them.
+async fn scrape(b: &Bridge) -> Vec<Value> {
+    let tp = ThirdParty::get();
+    let text = reqwest::get(format!("{}/metrics", b.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(tp.python())
+        .arg(tp.root.join("tests/compat/parse_metrics.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "the exposition parses: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sample<'a>(samples: &'a [Value], name: &str, labels: &[(&str, &str)]) -> Option<&'a Value> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_calls_errors_states_and_sessions() {
+    let config = format!(
+        "{}[[upstream]]\nname = \"broken\"\ncommand = \"/nonexistent/mcp-server\"\n",
+        fixture_entry("alpha", &[])
+    );
+    let b = Bridge::builder().config(&config).start().await;
+    wait_for("alpha ready", Duration::from_secs(20), async || {
+        (b.status().await["upstreams"][0]["state"] == "ready").then_some(())
+    })
+    .await;
+    let c = b.client().await;
+    for _ in 0..3 {
+        let r = c.call_tool("alpha__echo", json!({"message": "m"})).await;
+        assert!(text_of(&r).contains('m'));
+    }
+    // A call that fails at the upstream: its exit ends the call with an error.
+    let failed = c.call_tool("alpha__exit", json!({})).await;
+    assert!(
+        failed.get("error").is_some() || failed["result"]["isError"] == true,
+        "{failed}"
+    );
+    let samples = scrape(&b).await;
+    let ok = sample(
+        &samples,
+        "mcp_server_operation_duration_seconds_count",
+        &[
+            ("mcp_method_name", "tools/call"),
+            ("upstream", "alpha"),
+            ("error_type", ""),
+        ],
+    )
+    .unwrap_or_else(|| panic!("{samples:?}"));
+    assert_eq!(ok["value"], 3.0, "{ok}");
+    assert_eq!(
+        sample(
+            &samples,
+            "mcp_server_operation_duration_seconds_bucket",
+            &[("upstream", "alpha"), ("le", "+Inf"), ("error_type", "")]
+        )
+        .unwrap()["value"],
+        3.0
+    );
+    if failed.get("error").is_some() {
+        let errors: f64 = samples
+            .iter()
+            .filter(|s| {
+                s["name"] == "mcp_server_operation_duration_seconds_count"
+                    && s["labels"]["upstream"] == "alpha"
+                    && s["labels"]["error_type"] != ""
+            })
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum();
+        assert_eq!(errors, 1.0, "{samples:?}");
+    }
+    assert_eq!(
+        sample(
+            &samples,
+            "mcp_bridge_upstream_up",
+            &[("upstream", "broken")]
+        )
+        .unwrap()["value"],
+        0.0
+    );
+    assert!(
+        sample(
+            &samples,
+            "mcp_bridge_upstream_failures_total",
+            &[("upstream", "broken")]
+        )
+        .unwrap()["value"]
+            .as_f64()
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        sample(&samples, "mcp_bridge_sessions", &[("profile", "all")]).unwrap()["value"],
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "mcp_bridge_upstream_state",
+            &[("upstream", "broken"), ("state", "ready")]
+        ),
+        None,
+        "only the current state is 1"
+    );
+}
