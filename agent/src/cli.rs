@@ -89,13 +89,34 @@ async fn serve() -> anyhow::Result<()> {
     let agent = crate::tokens::Agent::new(&config, crate::consent::OwnerPassword::from_env())?;
     agent.spawn_refreshers();
     // SIGHUP re-reads config.toml, as it does for the bridge (and must not kill the agent).
+    // Saving config.toml does too.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut watch = match proto::watch::config_changes(&config.config_dir) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("config.toml is not watched (reload with SIGHUP): {e}");
+            None
+        }
+    };
     let reloading = agent.clone();
     tokio::spawn(async move {
-        while hup.recv().await.is_some() {
+        loop {
+            let why = tokio::select! {
+                Some(()) = hup.recv() => "SIGHUP",
+                Some(()) = async {
+                    match watch.as_mut() {
+                        Some(w) => w.changes.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => "config.toml changed",
+                else => return,
+            };
             match crate::config::load() {
-                Ok((config, _)) => reloading.reload(&config),
-                Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e:#}"),
+                Ok((config, _)) => {
+                    tracing::info!("{why}: reloading the configuration");
+                    reloading.reload(&config)
+                }
+                Err(e) => tracing::error!("{why}: keeping the running configuration: {e:#}"),
             }
         }
     });

@@ -139,21 +139,36 @@ pub async fn serve(
     if options.reload_on_sighup {
         let (registry, stop) = (registry.clone(), stop.clone());
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        // Saving config.toml reloads it too; without a watch (an unwatchable directory) SIGHUP
+        // still works.
+        let mut watch = match proto::watch::config_changes(&config.config_dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("config.toml is not watched (reload with SIGHUP): {e}");
+                None
+            }
+        };
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    _ = hup.recv() => {}
+                let why = tokio::select! {
+                    _ = hup.recv() => "SIGHUP",
+                    Some(()) = async {
+                        match watch.as_mut() {
+                            Some(w) => w.changes.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => "config.toml changed",
                     () = stop.cancelled() => return,
-                }
+                };
                 match proto::config::load_process() {
                     Ok(new) => {
                         tracing::info!(
                             upstreams = new.upstreams.len(),
-                            "SIGHUP: reloading the upstream configuration"
+                            "{why}: reloading the upstream configuration"
                         );
                         registry.reload(&new);
                     }
-                    Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
+                    Err(e) => tracing::error!("{why}: keeping the running configuration: {e}"),
                 }
             }
         });

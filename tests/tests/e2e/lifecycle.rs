@@ -346,3 +346,43 @@ async fn a_restart_right_after_sigterm_binds_the_port_while_a_call_drains() {
         "the in-flight call finished"
     );
 }
+
+/// Writes `config.toml` the way editors save: a new file renamed over the old one.
+fn save(dir: &std::path::Path, text: &str) {
+    let tmp = dir.join(".config.toml.swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join("config.toml")).unwrap();
+}
+
+#[tokio::test]
+async fn saving_config_toml_reloads_it_and_a_broken_save_is_refused() {
+    let dir = TempDir::new("reload-on-save");
+    dir.write("config.toml", &fixture_entry("alpha", &[]));
+    let b = Bridge::builder().in_dir(dir.path()).start().await;
+    b.wait_ready(1).await;
+    let c = b.client().await;
+    // No SIGHUP: the save alone.
+    save(
+        dir.path(),
+        &(fixture_entry("alpha", &[]) + &fixture_entry("beta", &[])),
+    );
+    c.wait_for_tool("beta__echo", true).await;
+    b.wait_log("the reload named its cause", |l| {
+        l.contains("config.toml changed: reloading")
+    })
+    .await;
+    // A broken save is refused and what runs stays.
+    save(dir.path(), "[[upstream]]\nname = \"gamma\"\n");
+    b.wait_log("the broken file refused", |l| {
+        l.contains("config.toml changed: keeping the running configuration")
+    })
+    .await;
+    let names = c.tool_names().await;
+    assert!(
+        names.contains(&"alpha__echo".to_owned()) && names.contains(&"beta__echo".to_owned()),
+        "{names:?}"
+    );
+    // An edit in place counts too.
+    std::fs::write(dir.path().join("config.toml"), fixture_entry("alpha", &[])).unwrap();
+    c.wait_for_tool("beta__echo", false).await;
+}

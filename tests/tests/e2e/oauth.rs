@@ -447,3 +447,34 @@ async fn sighup_makes_the_agent_reread_its_config_and_keeps_it_alive() {
         Response::Token { .. }
     ));
 }
+
+#[tokio::test]
+async fn saving_config_toml_makes_the_agent_reread_it_without_a_signal() {
+    let f = FixtureHttp::start(&[], None).await;
+    let (dir, agent) = logged_in(&f, &[]).await;
+    let mut ipc = agent.ipc().await;
+    let tmp = dir.path().join(".config.toml.new");
+    std::fs::write(
+        &tmp,
+        oauth_entry("remote", &f.mcp_url()) + &oauth_entry("second", &f.mcp_url()),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, dir.path().join("config.toml")).unwrap();
+    wait_for(
+        "the agent to know the saved upstream",
+        Duration::from_secs(10),
+        async || {
+            let Response::Status { upstreams } = ipc.ask(Request::Status).await else {
+                return None;
+            };
+            upstreams.iter().any(|u| u.name == "second").then_some(())
+        },
+    )
+    .await;
+    agent
+        .proc
+        .wait_log("the reload to name its cause", |l| {
+            l.contains("config.toml changed: reloading")
+        })
+        .await;
+}
