@@ -10,7 +10,7 @@ use proto::config::Config;
 #[derive(Parser)]
 #[command(
     name = "mcp-bridge",
-    version,
+    version = env!("MCP_BRIDGE_BUILD"),
     about = "OAuth-aware local bridge for MCP servers: one Streamable HTTP endpoint for many upstreams"
 )]
 struct Cli {

@@ -999,6 +999,7 @@ pub fn status_json(bridge: &Bridge) -> Value {
     json!({
         "name": "mcp-bridge",
         "version": env!("CARGO_PKG_VERSION"),
+        "build": env!("MCP_BRIDGE_BUILD"),
         "endpoint": bridge.endpoint,
         "uptime_secs": bridge.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
         "sessions": bridge.sessions.len(),

@@ -284,3 +284,24 @@ fn desktop_config_passes_the_shim_a_custom_config_dir_and_never_the_token() {
     assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
     assert!(stderr.contains("inbound-token"), "{stderr}");
 }
+
+#[test]
+fn version_names_the_build() {
+    let out = std::process::Command::new(bin("mcp-bridge"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `mcp-bridge 0.1.0 (<commit or "no git">, <target>, <profile>)`
+    let rest = text
+        .trim()
+        .strip_prefix(&format!("mcp-bridge {} (", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{text}"));
+    let parts: Vec<&str> = rest.trim_end_matches(')').split(", ").collect();
+    assert_eq!(parts.len(), 3, "{text}");
+    assert!(
+        parts[1].contains("linux") || parts[1].contains("apple"),
+        "{text}"
+    );
+}
