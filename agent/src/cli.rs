@@ -120,6 +120,14 @@ async fn serve() -> anyhow::Result<()> {
             }
         }
     });
+    // After a sleep, tokens that expired meanwhile are refreshed before anyone asks.
+    let resumed = agent.clone();
+    let mut resumes = proto::wake::resumes();
+    tokio::spawn(async move {
+        while let Some(gap) = resumes.recv().await {
+            resumed.resumed(gap);
+        }
+    });
     let listener = crate::server::bind(&socket).await?;
     tracing::info!(
         "mcp-cred-agent {} listening on {}",

@@ -209,6 +209,16 @@ impl Agent {
         result.unwrap_or_else(|error| Response::Error { error })
     }
 
+    /// The machine slept for about `gap`: the refreshers' waits were measured on a clock that
+    /// stopped, so they look again now and refresh what expired meanwhile.
+    pub fn resumed(&self, gap: Duration) {
+        tracing::info!(
+            asleep_secs = gap.as_secs(),
+            "the system resumed; refreshing tokens that expired meanwhile"
+        );
+        self.changed.send_modify(|n| *n += 1);
+    }
+
     /// The connector consent page's password check: constant-time against the owner password;
     /// at most 5 failures a minute (the page is on the public URL).
     async fn verify_owner(&self, given: &str) -> Result<Response, AgentError> {

@@ -173,6 +173,19 @@ pub async fn serve(
             }
         });
     }
+    // After a sleep, remote upstreams reconnect before the next call needs them.
+    {
+        let (registry, stop) = (registry.clone(), stop.clone());
+        let mut resumes = proto::wake::resumes();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(gap) = resumes.recv() => registry.resumed(gap),
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     let app = server::router(
         bridge.clone(),
         &config.mcp_path,

@@ -580,6 +580,24 @@ impl Registry {
         }
     }
 
+    /// The machine slept for about `gap`: remote connections are likely dead (NAT and server
+    /// timeouts), so every HTTP upstream reconnects now, and every upstream in backoff retries
+    /// at once instead of finishing a wait that began before the sleep. Stdio children slept
+    /// with the bridge and keep going (their keepalive still checks them).
+    pub fn resumed(&self, gap: Duration) {
+        tracing::info!(
+            asleep_secs = gap.as_secs(),
+            "the system resumed; reconnecting remote upstreams"
+        );
+        for up in self.upstreams() {
+            match up.state() {
+                State::Ready if up.transport != "stdio" => up.reconnect_now(),
+                State::Backoff | State::NeedsLogin => up.wake.notify_one(),
+                _ => {}
+            }
+        }
+    }
+
     /// A login completed: every upstream waiting for one retries now, not at the end of its
     /// backoff.
     pub fn wake_waiting_for_login(&self) {

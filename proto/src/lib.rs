@@ -13,6 +13,7 @@ pub mod childenv;
 pub mod client;
 pub mod config;
 pub mod netguard;
+pub mod wake;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

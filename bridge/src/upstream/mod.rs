@@ -447,10 +447,15 @@ impl Upstream {
             }
         } else {
             tracing::info!(upstream = %self.name, session = %&session.id()[..8], "another client session takes this roots = \"client\" upstream; restarting it");
-            self.set_conn(None);
-            self.restart.notify_one();
+            self.reconnect_now();
         }
         Ok(())
+    }
+
+    /// Ends the current connection and starts a new one at once (no backoff).
+    pub fn reconnect_now(&self) {
+        self.set_conn(None);
+        self.restart.notify_one();
     }
 
     pub fn status(&self) -> Status {

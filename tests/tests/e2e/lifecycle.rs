@@ -386,3 +386,89 @@ async fn saving_config_toml_reloads_it_and_a_broken_save_is_refused() {
     std::fs::write(dir.path().join("config.toml"), fixture_entry("alpha", &[])).unwrap();
     c.wait_for_tool("beta__echo", false).await;
 }
+
+/// libfaketime (Debian `faketime`, installed by `.ci/run`): moves a process's wall clock by
+/// what a file says, leaving its monotonic clock alone, as a suspend does.
+fn faketime_env(file: &std::path::Path) -> Vec<(String, String)> {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| std::path::Path::new(d).join("faketime/libfaketimeMT.so.1"))
+    .find(|p| p.exists())
+    .expect(
+        "the sleep/wake test needs libfaketime: `apt-get install faketime` (.ci/run installs it)",
+    );
+    [
+        ("LD_PRELOAD", lib.display().to_string()),
+        ("FAKETIME_TIMESTAMP_FILE", file.display().to_string()),
+        ("FAKETIME_NO_CACHE", "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[tokio::test]
+async fn after_a_sleep_remote_upstreams_reconnect_and_expired_tokens_are_refreshed() {
+    let f = FixtureHttp::start(&["--access-ttl", "3600"], None).await;
+    let dir = TempDir::new("sleep-wake");
+    let clock = dir.path().join("faketime");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let env = faketime_env(&clock);
+    dir.write("config.toml", &oauth_entry("remote", &f.mcp_url()));
+    let agent = AgentProc::start(dir.path(), &env).await;
+    let out = agent.cli(&["login", "remote", "--no-browser"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The agent alone: two hours pass on the wall clock and none on the monotonic one, so the
+    // access token (an hour's) expired while the machine slept. Nobody asks for it; the agent
+    // notices the resume and the token is refreshed by itself. (Under libfaketime the agent's
+    // refresh timer fires at the jump even without the resume's nudge, so this half shows the
+    // outcome, not which of the two caused it; on a real suspend the timer's clock stops too.)
+    let refreshes = f.stats().await["refreshes"].as_u64().unwrap();
+    std::fs::write(&clock, "+7200\n").unwrap();
+    agent
+        .proc
+        .wait_log("the agent to notice the resume", |l| {
+            l.contains("the system resumed")
+        })
+        .await;
+    wait_for(
+        "the expired token refreshed",
+        Duration::from_secs(15),
+        async || (f.stats().await["refreshes"].as_u64() > Some(refreshes)).then_some(()),
+    )
+    .await;
+    // Then the bridge: after the next sleep its remote connection, presumed dead, is replaced
+    // at once.
+    let mut builder = Bridge::builder().in_dir(dir.path());
+    for (k, v) in &env {
+        builder = builder.env(k, v);
+    }
+    let b = builder.start().await;
+    b.wait_ready(1).await;
+    let connects = b.status().await["upstreams"][0]["connects"]
+        .as_u64()
+        .unwrap();
+    std::fs::write(&clock, "+14400\n").unwrap();
+    b.wait_log("the bridge to notice the resume", |l| {
+        l.contains("the system resumed")
+    })
+    .await;
+    wait_for("a new connection", Duration::from_secs(15), async || {
+        let u = b.status().await["upstreams"][0].clone();
+        (u["connects"].as_u64() > Some(connects) && u["state"] == "ready").then_some(())
+    })
+    .await;
+    // And the first call after the sleep works.
+    let c = b.client().await;
+    let names = c.tool_names().await;
+    assert!(names.iter().any(|n| n.starts_with("remote__")), "{names:?}");
+}
