@@ -740,18 +740,29 @@ fn modern_only_method(headers: &HeaderMap) -> Option<Response> {
     Some(resp)
 }
 
+/// The profile of a GET or DELETE (2025 sessions only).
+#[allow(clippy::result_large_err)]
+fn session_method_view(
+    bridge: &Bridge,
+    asked: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Arc<str>, Response> {
+    let view = bridge.view_of(asked, headers)?;
+    match modern_only_method(headers) {
+        Some(resp) => Err(resp),
+        None => Ok(view),
+    }
+}
+
 async fn mcp_get(
     State(bridge): State<Arc<Bridge>>,
     asked: Option<String>,
     headers: HeaderMap,
 ) -> Response {
-    let view = match bridge.view_of(asked.as_deref(), &headers) {
+    let view = match session_method_view(&bridge, asked.as_deref(), &headers) {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    if let Some(resp) = modern_only_method(&headers) {
-        return resp;
-    }
     if !accepts(&headers, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -806,13 +817,10 @@ async fn mcp_delete(
     asked: Option<String>,
     headers: HeaderMap,
 ) -> Response {
-    let view = match bridge.view_of(asked.as_deref(), &headers) {
+    let view = match session_method_view(&bridge, asked.as_deref(), &headers) {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    if let Some(resp) = modern_only_method(&headers) {
-        return resp;
-    }
     let session = match session_of(&bridge, &headers, &view) {
         Ok(s) => s,
         Err(resp) => return resp,

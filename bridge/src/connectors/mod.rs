@@ -222,6 +222,29 @@ fn acceptable_redirect(uri: &str) -> bool {
         .is_ok_and(|u| u.fragment().is_none() && (u.scheme() == "https" || is_loopback_http(&u)))
 }
 
+/// The `redirect_uris` of a registration or a metadata document: 1 to 10, each acceptable.
+fn redirect_uris(meta: &Value) -> Result<Vec<String>, String> {
+    let uris: Vec<String> = meta
+        .get("redirect_uris")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if uris.is_empty() || uris.len() > 10 {
+        return Err("redirect_uris must list 1 to 10 URIs".into());
+    }
+    match uris.iter().find(|u| !acceptable_redirect(u)) {
+        Some(u) => Err(format!(
+            "redirect URI {u:?} must be https, or http on a loopback address"
+        )),
+        None => Ok(uris),
+    }
+}
+
 /// Exact matching, except that a loopback redirect matches whatever its port (RFC 8252 §7.3).
 pub fn redirect_matches(registered: &str, given: &str) -> bool {
     if registered == given {
@@ -410,30 +433,8 @@ impl Connectors {
     /// RFC 7591 registration of a public client.
     pub fn register(&self, meta: &Value) -> Result<Value, OAuthError> {
         let bad = |d: String| OAuthError::new(400, "invalid_client_metadata", d);
-        let uris: Vec<String> = meta
-            .get("redirect_uris")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if uris.is_empty() || uris.len() > 10 {
-            return Err(OAuthError::new(
-                400,
-                "invalid_redirect_uri",
-                "redirect_uris must list 1 to 10 URIs",
-            ));
-        }
-        if let Some(u) = uris.iter().find(|u| !acceptable_redirect(u)) {
-            return Err(OAuthError::new(
-                400,
-                "invalid_redirect_uri",
-                format!("redirect URI {u:?} must be https, or http on a loopback address"),
-            ));
-        }
+        let uris =
+            redirect_uris(meta).map_err(|e| OAuthError::new(400, "invalid_redirect_uri", e))?;
         // A client asking for a secret (claude.ai has asked for `client_secret_post`) is
         // registered as a public client, as RFC 7591 §3.2.1 lets a server decide; the answer
         // says so, and PKCE protects its codes.
@@ -600,26 +601,8 @@ impl Connectors {
                 "the client metadata document {url} asks for token_endpoint_auth_method {m:?}; this server takes public clients (\"none\")"
             ));
         }
-        let redirect_uris: Vec<String> = doc
-            .get("redirect_uris")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if redirect_uris.is_empty() || redirect_uris.len() > 10 {
-            return Err(format!(
-                "the client metadata document {url} must list 1 to 10 redirect_uris"
-            ));
-        }
-        if let Some(bad) = redirect_uris.iter().find(|u| !acceptable_redirect(u)) {
-            return Err(format!(
-                "the client metadata document {url} lists redirect URI {bad:?}; it must be https, or http on a loopback address"
-            ));
-        }
+        let redirect_uris =
+            redirect_uris(&doc).map_err(|e| format!("the client metadata document {url}: {e}"))?;
         let info = ClientInfo {
             client_id: url.to_owned(),
             client_name: doc
