@@ -1021,3 +1021,193 @@ pub fn status_json(bridge: &Bridge) -> Value {
         "upstreams": upstreams,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A config dir removed when the test ends.
+    struct Dir(std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The router of a bridge with no upstreams, in this process, on a fresh config dir.
+    fn app() -> (Router, Dir) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mcpb-server-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = [(
+            "MCP_BRIDGE_CONFIG_DIR".to_owned(),
+            dir.display().to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let config = proto::config::load(&env, |_| Ok(None)).unwrap();
+        let views = crate::views::Views::shared(&config);
+        let sessions = Arc::new(Sessions::with_limit(100, views.clone()));
+        let registry = Registry::start(&config, None, sessions.clone(), views);
+        let bridge = Arc::new(Bridge {
+            registry,
+            sessions,
+            endpoint: "http://127.0.0.1:1/mcp".into(),
+            started: SystemTime::now(),
+            shutdown: CancellationToken::new(),
+            list_changes: Default::default(),
+            streams: Default::default(),
+            first_list_wait: Duration::ZERO,
+            mrtr: Default::default(),
+            list_events: tokio::sync::broadcast::channel(4).0,
+            connectors: None,
+            ui_token: "t".into(),
+        });
+        let app = router(
+            bridge,
+            "/mcp",
+            crate::guard::Guard::new(&[], &[], true, None).unwrap(),
+            BodyLimits {
+                max_bytes: 1 << 20,
+                timeout: Duration::from_secs(5),
+            },
+        );
+        (app, Dir(dir))
+    }
+
+    async fn post(
+        app: &Router,
+        path: &str,
+        session: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = axum::http::Request::post(path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(s) = session {
+            req = req
+                .header(SESSION_HEADER, s)
+                .header(VERSION_HEADER, "2025-11-25");
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(axum::body::Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn request(id: u64, method: &str, params: Value) -> String {
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+    }
+
+    async fn session(app: &Router, path: &str) -> String {
+        let init = request(
+            0,
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "unit", "version": "1"}}),
+        );
+        let (status, headers, body) = post(app, path, None, &init).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["result"]["protocolVersion"], "2025-11-25");
+        assert_eq!(body["result"]["capabilities"]["tools"]["listChanged"], true);
+        headers[SESSION_HEADER].to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn dispatch_answers_each_kind_of_message() {
+        let (app, _dir) = app();
+        let sid = session(&app, "/mcp").await;
+        let s = Some(sid.as_str());
+        let call = |id, method: &str, params| request(id, method, params);
+        let (_, _, v) = post(&app, "/mcp", s, &call(1, "ping", json!({}))).await;
+        assert_eq!(v["result"], json!({}));
+        let (_, _, v) = post(&app, "/mcp", s, &call(2, "tools/list", json!({}))).await;
+        assert_eq!(v["result"]["tools"], json!([]), "no upstreams, no tools");
+        let (_, _, v) = post(
+            &app,
+            "/mcp",
+            s,
+            &call(3, "tools/list", json!({"cursor": "x"})),
+        )
+        .await;
+        assert_eq!(v["error"]["code"], jsonrpc::INVALID_PARAMS);
+        let (_, _, v) = post(
+            &app,
+            "/mcp",
+            s,
+            &call(4, "tools/call", json!({"name": "nope"})),
+        )
+        .await;
+        assert_eq!(v["error"]["message"], "Unknown tool: nope");
+        let (_, _, v) = post(&app, "/mcp", s, &call(5, "tools/call", json!(null))).await;
+        assert_eq!(v["error"]["code"], jsonrpc::INVALID_PARAMS);
+        let (_, _, v) = post(&app, "/mcp", s, &call(6, "no/such", json!({}))).await;
+        assert_eq!(v["error"]["code"], jsonrpc::METHOD_NOT_FOUND);
+        let (_, _, v) = post(
+            &app,
+            "/mcp",
+            s,
+            &call(7, "logging/setLevel", json!({"level": "loud"})),
+        )
+        .await;
+        assert_eq!(v["error"]["code"], jsonrpc::INVALID_PARAMS);
+        let (_, _, v) = post(
+            &app,
+            "/mcp",
+            s,
+            &call(8, "logging/setLevel", json!({"level": "debug"})),
+        )
+        .await;
+        assert_eq!(v["result"], json!({}));
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+        assert_eq!(post(&app, "/mcp", s, &note).await.0, StatusCode::ACCEPTED);
+        // An answer nobody waits for is accepted and dropped.
+        let answer = json!({"jsonrpc": "2.0", "id": 99, "result": {}}).to_string();
+        assert_eq!(post(&app, "/mcp", s, &answer).await.0, StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn sessions_profiles_and_bad_messages_get_the_right_status() {
+        let (app, _dir) = app();
+        let ping = request(1, "ping", json!({}));
+        let (status, _, v) = post(&app, "/mcp", None, &ping).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "no session id: {v}");
+        let (status, _, _) = post(&app, "/mcp", Some("f00d"), &ping).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "unknown session");
+        let (status, _, v) = post(&app, "/mcp", None, "{not json").await;
+        assert_eq!(
+            (status, v["error"]["code"].clone()),
+            (StatusCode::BAD_REQUEST, json!(jsonrpc::PARSE_ERROR))
+        );
+        let (status, _, _) = post(&app, "/mcp", None, "[]").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "batches are refused");
+        // A profile's session belongs to its endpoint.
+        let ro = session(&app, "/mcp/read-only").await;
+        assert_eq!(
+            post(&app, "/mcp/read-only", Some(&ro), &ping).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            post(&app, "/mcp", Some(&ro), &ping).await.0,
+            StatusCode::NOT_FOUND
+        );
+        let (status, _, v) = post(&app, "/mcp/nope", None, &ping).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    }
+}
