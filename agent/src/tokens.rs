@@ -884,3 +884,245 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A token endpoint on loopback: each POST answers a new pair (`at-N`, `rt-N`) after
+    /// 100 ms (so concurrent callers overlap), or `invalid_grant` once `refuse` is set.
+    struct TokenServer {
+        url: String,
+        served: Arc<AtomicU64>,
+        refuse: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    async fn token_server() -> TokenServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicU64::new(0));
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, no) = (served.clone(), refuse.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (count, no) = (count.clone(), no.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Headers, then the body Content-Length names.
+                    loop {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let (status, body) = if no.load(Ordering::SeqCst) {
+                        ("400 Bad Request", r#"{"error":"invalid_grant"}"#.to_owned())
+                    } else {
+                        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                        (
+                            "200 OK",
+                            format!(
+                                r#"{{"access_token":"at-{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"rt-{n}"}}"#
+                            ),
+                        )
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        TokenServer {
+            url,
+            served,
+            refuse,
+        }
+    }
+
+    /// An agent whose one upstream `u` has an expired access token `old` and refresh token
+    /// `rt-0` for `server`.
+    async fn agent_with_expired_login(
+        server: &TokenServer,
+    ) -> (Arc<Agent>, std::path::PathBuf, FileStore) {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mcpa-tokens-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = "[[upstream]]\nname = \"u\"\nurl = \"http://127.0.0.1:9/mcp\"\nauth = \"oauth\"\nallow_local_oauth = true\n";
+        let env = [(
+            "MCP_BRIDGE_CONFIG_DIR".to_owned(),
+            dir.display().to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let config = proto::config::load(&env, |_| Ok(Some(toml.to_owned()))).unwrap();
+        let store = FileStore::new(&dir);
+        let mut state = store.load().unwrap();
+        state.upstreams.insert(
+            "u".into(),
+            store::Login {
+                issuer: "http://127.0.0.1".into(),
+                token_endpoint: server.url.clone(),
+                revocation_endpoint: None,
+                resource: None,
+                client_id: "c".into(),
+                client_secret: None,
+                auth_method: None,
+                scopes: Vec::new(),
+                access_token: Some(Secret::new("old".into())),
+                expires_at: now().saturating_sub(10),
+                issued_at: now().saturating_sub(3610),
+                refresh_token: Some(Secret::new("rt-0".into())),
+                last_refresh: None,
+                last_error: None,
+                needs_login: false,
+            },
+        );
+        store.save(&state).unwrap();
+        let agent = Agent::new(&config, OwnerPassword::default()).unwrap();
+        (agent, dir, store)
+    }
+
+    fn token_of(r: &Response) -> String {
+        match r {
+            Response::Token { access_token, .. } => access_token.clone(),
+            other => panic!("not a token: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_refresh_and_the_rotation_is_stored_first() {
+        let server = token_server().await;
+        let (agent, dir, store) = agent_with_expired_login(&server).await;
+        let ask = || {
+            agent.handle(Request::GetToken {
+                upstream: "u".into(),
+                min_valid_for_secs: 60,
+            })
+        };
+        let answers = futures_util::future::join_all((0..5).map(|_| ask())).await;
+        let tokens: Vec<String> = answers.iter().map(token_of).collect();
+        assert!(tokens.iter().all(|t| t == "at-1"), "{tokens:?}");
+        assert_eq!(server.served.load(Ordering::SeqCst), 1, "single flight");
+        let stored = store.load().unwrap();
+        assert_eq!(
+            stored.upstreams["u"]
+                .refresh_token
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "rt-1",
+            "the rotated refresh token is on disk"
+        );
+        // A fresh token is served from memory.
+        assert_eq!(token_of(&ask().await), "at-1");
+        assert_eq!(server.served.load(Ordering::SeqCst), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_token_is_refreshed_only_if_it_is_still_the_current_one() {
+        let server = token_server().await;
+        let (agent, dir, _store) = agent_with_expired_login(&server).await;
+        let get = Request::GetToken {
+            upstream: "u".into(),
+            min_valid_for_secs: 60,
+        };
+        assert_eq!(token_of(&agent.handle(get.clone()).await), "at-1");
+        // An upstream refusing a token that was already replaced: nothing to do.
+        let stale = Request::TokenRejected {
+            upstream: "u".into(),
+            token_fingerprint: proto::token_fingerprint("old"),
+        };
+        assert!(matches!(agent.handle(stale).await, Response::Ack));
+        assert_eq!(server.served.load(Ordering::SeqCst), 1);
+        // Refusing the current one refreshes it.
+        let current = Request::TokenRejected {
+            upstream: "u".into(),
+            token_fingerprint: proto::token_fingerprint("at-1"),
+        };
+        assert!(matches!(agent.handle(current).await, Response::Ack));
+        assert_eq!(server.served.load(Ordering::SeqCst), 2);
+        assert_eq!(token_of(&agent.handle(get).await), "at-2");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn invalid_grant_means_a_new_login_is_needed() {
+        let server = token_server().await;
+        server.refuse.store(true, Ordering::SeqCst);
+        let (agent, dir, store) = agent_with_expired_login(&server).await;
+        let r = agent
+            .handle(Request::GetToken {
+                upstream: "u".into(),
+                min_valid_for_secs: 60,
+            })
+            .await;
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    error: AgentError::NeedsLogin { .. }
+                }
+            ),
+            "{r:?}"
+        );
+        let stored = store.load().unwrap();
+        assert!(stored.upstreams["u"].needs_login);
+        assert!(stored.upstreams["u"].access_token.is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_refresh_is_due_at_four_fifths_of_the_life() {
+        let mut l = store::Login {
+            issuer: String::new(),
+            token_endpoint: String::new(),
+            revocation_endpoint: None,
+            resource: None,
+            client_id: String::new(),
+            client_secret: None,
+            auth_method: None,
+            scopes: Vec::new(),
+            access_token: None,
+            expires_at: 4600,
+            issued_at: 1000,
+            refresh_token: None,
+            last_refresh: None,
+            last_error: None,
+            needs_login: false,
+        };
+        assert_eq!(refresh_due(&l), 1000 + 2880);
+        // A token that expires at once is not refreshed in a tight loop.
+        l.expires_at = 1000;
+        assert_eq!(refresh_due(&l), 1000 + MIN_REFRESH_GAP_SECS);
+    }
+}
