@@ -128,10 +128,11 @@ fn check_views(r: &Report, c: &Config) {
             r.ok(format!("upstream {}: policy {p}", u.name));
         }
         if u.pin != proto::config::PinMode::Strict {
-            r.ok(format!(
-                "upstream {}: tool definitions pinned in {:?} mode (`pin`)",
-                u.name, u.pin
-            ));
+            let mode = serde_json::to_value(u.pin)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            r.ok(format!("upstream {}: pin = {mode:?}", u.name));
         }
     }
     match crate::pins::describe(&c.config_dir, true) {
