@@ -234,7 +234,8 @@ impl Guard {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -323,19 +324,22 @@ pub async fn guard(
     }
     // The public URL's requests: its Host, or anything a proxy forwarded (a tunnel that
     // rewrites Host to 127.0.0.1 must not make the internet look local).
-    let forwarded = [
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "cf-connecting-ip",
-        "x-real-ip",
-    ]
-    .iter()
-    .any(|h| headers.contains_key(*h));
+    // Only looked at when there is a public URL: a loopback-only bridge pays nothing per request.
+    let forwarded = || {
+        [
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "cf-connecting-ip",
+            "x-real-ip",
+        ]
+        .iter()
+        .any(|h| headers.contains_key(*h))
+    };
     let public = guard
         .connectors
         .as_ref()
-        .filter(|c| forwarded || host.as_deref().is_some_and(|h| c.is_public(h)))
+        .filter(|c| forwarded() || host.as_deref().is_some_and(|h| c.is_public(h)))
         .cloned();
     let origin = match headers.get(header::ORIGIN) {
         None => None,

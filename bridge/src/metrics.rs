@@ -87,6 +87,7 @@ impl Metrics {
         let failures = Family::<Up, Counter>::default();
         let tools = Family::<Up, Gauge>::default();
         let tokens = Family::<Up, Counter>::default();
+        let catalog = bridge.registry.catalog();
         for u in bridge.registry.upstreams() {
             let s = u.status();
             let label = Up {
@@ -107,7 +108,7 @@ impl Metrics {
             failures.get_or_create(&label).inc_by(s.failures);
             tools
                 .get_or_create(&label)
-                .set(bridge.registry.catalog().count_for(&u) as i64);
+                .set(catalog.count_for(&u) as i64);
         }
         for (name, n) in bridge.registry.agent.token_requests() {
             tokens.get_or_create(&Up { upstream: name }).inc_by(n);

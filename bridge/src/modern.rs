@@ -1174,13 +1174,8 @@ impl Mrtr {
             ));
         };
         let expected = self.mac(id, round, expires, binding);
-        let same = tag == "mcpb1"
-            && mac.len() == expected.len()
-            && mac
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let same =
+            tag == "mcpb1" && crate::guard::constant_time_eq(mac.as_bytes(), expected.as_bytes());
         if !same {
             return Err(state_error(
                 "integrity check failed (altered, or issued to another client)",

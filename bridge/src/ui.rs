@@ -108,12 +108,7 @@ async fn approve(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: By
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let ok = !bridge.ui_token.is_empty()
-        && token.len() == bridge.ui_token.len()
-        && token
-            .bytes()
-            .zip(bridge.ui_token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+        && crate::guard::constant_time_eq(token.as_bytes(), bridge.ui_token.as_bytes());
     if !same_origin(&headers) || !ok {
         tracing::warn!("refused a status page approval without the page's token");
         return refused();

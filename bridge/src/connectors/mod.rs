@@ -750,12 +750,7 @@ impl Connectors {
     pub fn consent(&self, id: &str, csrf: &str) -> Option<AuthRequest> {
         let consents = self.consents.lock();
         let c = consents.get(id)?;
-        let same = c.csrf.len() == csrf.len()
-            && c.csrf
-                .bytes()
-                .zip(csrf.bytes())
-                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                == 0;
+        let same = crate::guard::constant_time_eq(c.csrf.as_bytes(), csrf.as_bytes());
         (same && c.created.elapsed() < Duration::from_secs(CONSENT_SECS)).then(|| c.request.clone())
     }
 
