@@ -864,7 +864,7 @@ async fn oauth_callback(
     };
     let body = format!(
         "<!doctype html><html><body><p>mcp-bridge: {}</p></body></html>",
-        html_escape(&text)
+        crate::connectors::http::escape(&text)
     );
     (
         status,
@@ -872,12 +872,6 @@ async fn oauth_callback(
         body,
     )
         .into_response()
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 fn url_pairs(query: &str) -> std::collections::HashMap<String, String> {
