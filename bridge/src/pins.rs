@@ -10,13 +10,20 @@
 //! cannot be read is refused and left untouched (pinning is then suspended, and `status` says
 //! why); a missing one starts empty.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+fn empty_definition() -> Box<RawValue> {
+    // A literal `{}` is valid JSON, so this cannot fail.
+    #[allow(clippy::expect_used)]
+    RawValue::from_string("{}".to_owned()).expect("{} is JSON")
+}
 use sha2::{Digest, Sha256};
 
 pub const FILE_NAME: &str = "tool-pins.json";
@@ -51,19 +58,20 @@ pub struct UpstreamPins {
     pub pending: BTreeMap<String, Pinned>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pinned {
     pub hash: String,
-    /// What the hash covers, kept so a change can be shown as a diff.
-    pub definition: Value,
+    /// What the hash covers, kept so a change can be shown as a diff. Kept as the JSON text:
+    /// the bridge re-reads the file whenever it records a pin and never looks inside.
+    pub definition: Box<RawValue>,
     /// Unix seconds when the bridge first saw this definition.
     pub seen_at: u64,
 }
 
-/// The parts of a tool definition that say what it does, and their SHA-256 (hex). Object keys
-/// serialise sorted, so the same definition always hashes the same.
-pub fn definition(tool: &Value) -> (String, Value) {
+/// The parts of a tool definition that say what it does (as JSON text), and their SHA-256
+/// (hex). Object keys serialise sorted, so the same definition always hashes the same.
+pub fn definition(tool: &Value) -> (String, Box<RawValue>) {
     let mut d = serde_json::Map::new();
     for key in [
         "name",
@@ -76,10 +84,12 @@ pub fn definition(tool: &Value) -> (String, Value) {
             d.insert(key.to_owned(), v.clone());
         }
     }
-    let d = Value::Object(d);
-    let hash = Sha256::digest(d.to_string().as_bytes());
+    let text = Value::Object(d).to_string();
+    let hash = Sha256::digest(text.as_bytes());
     let hex = hash.iter().map(|b| format!("{b:02x}")).collect();
-    (hex, d)
+    // Serialised by serde_json just above, so it is valid JSON.
+    let raw = RawValue::from_string(text).unwrap_or_else(|_| empty_definition());
+    (hex, raw)
 }
 
 use crate::jsonfile::now;
@@ -108,9 +118,31 @@ fn update<T>(dir: &Path, change: impl FnOnce(&mut PinFile) -> (bool, T)) -> Resu
     )
 }
 
+/// The hashes of one upstream's pins: all the bridge keeps in memory (the definitions stay in
+/// the file, for the CLI's diff; with 50 upstreams of 100 tools they were ~10 MiB).
+#[derive(Default)]
+struct Hashes {
+    approved: HashMap<String, String>,
+    pending: HashMap<String, String>,
+}
+
+impl Hashes {
+    fn of(pins: &UpstreamPins) -> Self {
+        let hashes = |m: &BTreeMap<String, Pinned>| {
+            m.iter()
+                .map(|(name, p)| (name.clone(), p.hash.clone()))
+                .collect()
+        };
+        Self {
+            approved: hashes(&pins.approved),
+            pending: hashes(&pins.pending),
+        }
+    }
+}
+
 /// What the bridge knows of the pins.
 enum State {
-    Loaded(PinFile),
+    Loaded(HashMap<String, Hashes>),
     /// The file cannot be trusted: pinning is suspended (and said so) until it is fixed.
     Refused(String),
 }
@@ -127,7 +159,7 @@ impl Pins {
     pub fn load(dir: &Path) -> Self {
         let pins = Self {
             dir: dir.to_path_buf(),
-            state: Mutex::new((State::Loaded(PinFile::default()), None)),
+            state: Mutex::new((State::Loaded(HashMap::new()), None)),
         };
         pins.reload();
         pins
@@ -151,7 +183,13 @@ impl Pins {
     fn reload(&self) {
         let mtime = self.mtime();
         let state = match read(&self.path()) {
-            Ok(f) => State::Loaded(f.unwrap_or_default()),
+            Ok(f) => State::Loaded(
+                f.unwrap_or_default()
+                    .upstreams
+                    .iter()
+                    .map(|(name, pins)| (name.clone(), Hashes::of(pins)))
+                    .collect(),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "tool pins refused; pinning is suspended until the file is fixed or removed");
                 State::Refused(e)
@@ -193,7 +231,7 @@ impl Pins {
         if mode == PinMode::Off {
             return held;
         }
-        let seen: Vec<(String, String, Value)> = tools
+        let seen: Vec<(String, String, Box<RawValue>)> = tools
             .iter()
             .filter_map(|t| {
                 let name = t.get("name")?.as_str()?.to_owned();
@@ -204,21 +242,21 @@ impl Pins {
         let mut record = Vec::new();
         {
             let guard = self.state.lock();
-            let State::Loaded(file) = &guard.0 else {
+            let State::Loaded(known) = &guard.0 else {
                 return held;
             };
-            match file.upstreams.get(upstream) {
+            match known.get(upstream) {
                 None if live => record.push(None),
                 None => return held,
                 Some(pins) => {
                     for (name, hash, d) in &seen {
-                        if pins.approved.get(name).is_some_and(|p| &p.hash == hash) {
+                        if pins.approved.get(name) == Some(hash) {
                             continue;
                         }
                         if mode == PinMode::Strict {
                             held.insert(name.clone());
                         }
-                        if pins.pending.get(name).is_none_or(|p| &p.hash != hash) {
+                        if pins.pending.get(name) != Some(hash) {
                             record.push(Some((name.clone(), hash.clone(), d.clone())));
                         }
                     }
@@ -278,8 +316,7 @@ impl Pins {
     /// Pending tools of an upstream (as recorded).
     pub fn pending(&self, upstream: &str) -> Vec<String> {
         match &self.state.lock().0 {
-            State::Loaded(f) => f
-                .upstreams
+            State::Loaded(known) => known
                 .get(upstream)
                 .map(|p| p.pending.keys().cloned().collect())
                 .unwrap_or_default(),
@@ -328,7 +365,7 @@ pub fn describe(dir: &Path, pending_only: bool) -> Result<String, String> {
                 }
                 None => {
                     out.push_str(&format!("{up} {name}: PENDING, new:\n"));
-                    out.push_str(&diff(&json!({}), &p.definition));
+                    out.push_str(&diff(&empty_definition(), &p.definition));
                 }
             }
             out.push_str(&format!(
@@ -347,8 +384,12 @@ pub fn describe(dir: &Path, pending_only: bool) -> Result<String, String> {
 }
 
 /// A line diff of two definitions' pretty JSON: `-` lines only in `old`, `+` only in `new`.
-fn diff(old: &Value, new: &Value) -> String {
-    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+fn diff(old: &RawValue, new: &RawValue) -> String {
+    let pretty = |v: &RawValue| {
+        serde_json::from_str::<Value>(v.get())
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_default()
+    };
     let (a, b) = (pretty(old), pretty(new));
     let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     let mut out = String::new();
@@ -368,6 +409,7 @@ fn diff(old: &Value, new: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mcpb-pins-{tag}-{}", std::process::id()));
