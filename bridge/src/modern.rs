@@ -898,6 +898,7 @@ fn start(
                 .registry
                 .forward(&view, &method, params, Some(ctx))
                 .await
+                .map(crate::upstream::Answer::into_value)
         })
     };
     Running {

@@ -20,7 +20,9 @@ pub use crate::catalog::{Catalog, Catalogs, Route};
 use crate::jsonrpc::{self, RpcError};
 use crate::upstream::http;
 use crate::upstream::stdio::{self, StdioSpec};
-use crate::upstream::{CallError, Downstream, Lists, RequestContext, State, Timeouts, Upstream};
+use crate::upstream::{
+    Answer, CallError, Downstream, Lists, RequestContext, State, Timeouts, Upstream,
+};
 use crate::views::{SharedViews, Views};
 
 /// The agent socket of this installation (`$MCP_CRED_AGENT_SOCKET` or `<config dir>/agent.sock`).
@@ -428,7 +430,7 @@ impl Registry {
         method: &str,
         mut params: Value,
         ctx: Option<Arc<RequestContext>>,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Answer, RpcError> {
         let catalog = self.view(view)?;
         let by_name = |table: &HashMap<String, Route>,
                        name: Option<&str>,
@@ -548,18 +550,23 @@ impl Registry {
             started.elapsed().as_secs_f64(),
             answer.as_ref().err().and_then(|e| e.code()),
         );
-        let mut result = answer?;
+        let answer = answer?;
+        let hides_resources = catalog
+            .view
+            .as_ref()
+            .is_some_and(|v| !v.resources.is_open());
+        if up.prefix.is_empty() && !hides_resources {
+            // Nothing in the result changes: it goes out as the upstream wrote it.
+            return Ok(answer);
+        }
+        let mut result = answer.into_value();
         if !up.prefix.is_empty() {
             expose_result_uris(&up.prefix, method, &mut result);
         }
-        if catalog
-            .view
-            .as_ref()
-            .is_some_and(|v| !v.resources.is_open())
-        {
+        if hides_resources {
             crate::catalog::drop_unseen_links(&catalog, method, &mut result);
         }
-        Ok(result)
+        Ok(Answer::Parsed(result))
     }
 
     /// `logging/setLevel`: passed to every connected upstream that logs.

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::jsonrpc::{self, Kind, RpcError};
 use crate::registry::{Catalog, Registry};
 use crate::session::{self, Session, Sessions};
+use crate::upstream::{Answer, ListKind, RequestContext};
 use crate::upstream::{LATEST_VERSION, SUPPORTED_VERSIONS};
-use crate::upstream::{ListKind, RequestContext};
 use tokio::sync::mpsc;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -320,6 +320,17 @@ struct Envelope<'a, R> {
 enum Reply {
     Value(Value),
     List(Arc<Catalog>, ListKind),
+    /// An upstream's result as it wrote it (see [`Answer`]).
+    Text(Box<RawValue>),
+}
+
+impl From<Answer> for Reply {
+    fn from(a: Answer) -> Self {
+        match a {
+            Answer::Parsed(v) => Self::Value(v),
+            Answer::Text(raw) => Self::Text(raw),
+        }
+    }
 }
 
 /// Serialises a JSON-RPC response; list results are spliced in pre-serialised.
@@ -338,6 +349,7 @@ fn response_body(id: &Value, result: Result<Reply, RpcError>) -> String {
             result: v,
         }),
         Ok(Reply::List(c, kind)) => envelope(c.raw(kind)),
+        Ok(Reply::Text(raw)) => envelope(&raw),
         Err(e) => serde_json::to_string(&jsonrpc::response(id, Err(e))),
     }
     .unwrap_or_default()
@@ -713,7 +725,7 @@ async fn dispatch(
                 ("resources/unsubscribe", Some(uri)) => session.unsubscribe(&uri),
                 _ => {}
             }
-            Ok(Reply::Value(result))
+            Ok(result.into())
         }
         _ => Err(RpcError::new(
             jsonrpc::METHOD_NOT_FOUND,
@@ -891,8 +903,8 @@ async fn status(State(bridge): State<Arc<Bridge>>) -> Response {
         )
         .await;
         v["agent"] = match answer {
-            Ok(Ok(proto::Response::Status { upstreams })) => {
-                json!({ "reachable": true, "logins": upstreams.iter().map(|u| json!({"name": u.name, "logged_in": u.logged_in, "expires_at": u.expires_at})).collect::<Vec<_>>() })
+            Ok(Ok(proto::Response::Status { upstreams, store })) => {
+                json!({ "reachable": true, "store": store, "logins": upstreams.iter().map(|u| json!({"name": u.name, "logged_in": u.logged_in, "expires_at": u.expires_at})).collect::<Vec<_>>() })
             }
             Ok(Ok(_)) => json!({ "reachable": true }),
             Ok(Err(e)) => json!({ "reachable": false, "error": e.to_string() }),

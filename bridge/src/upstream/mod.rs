@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 
 pub use crate::downstream::{ClientSession, Downstream, NoClients, RequestContext};
 use crate::jsonrpc::{self, RpcError};
+pub use peer::Answer;
 use peer::RpcPeer;
 use proto::config::Roots;
 
@@ -591,7 +592,9 @@ impl Upstream {
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, CallError> {
-        self.call_for(method, params, timeout, None).await
+        self.call_for(method, params, timeout, None)
+            .await
+            .map(Answer::into_value)
     }
 
     /// Like [`Upstream::call`], on behalf of a client request: progress and server→client
@@ -602,7 +605,7 @@ impl Upstream {
         params: Option<Value>,
         timeout: Duration,
         ctx: Option<Arc<RequestContext>>,
-    ) -> Result<Value, CallError> {
+    ) -> Result<Answer, CallError> {
         let mut conn = match self.conn() {
             Some(c) => c,
             None => self.wait_ready().await?,
@@ -635,13 +638,18 @@ impl Upstream {
             timeout
         };
         let first = conn
-            .call_with(method, params.clone(), timeout, ctx.clone())
+            .call_answer(method, params.clone(), timeout, ctx.clone())
             .await?;
-        if first.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        if !first.may_say("resultType") {
             return Ok(first);
+        }
+        let first = first.into_value();
+        if first.get("resultType").and_then(Value::as_str) != Some("input_required") {
+            return Ok(Answer::Parsed(first));
         }
         self.resolve_input(&conn, method, params, timeout, ctx, first)
             .await
+            .map(Answer::Parsed)
     }
 
     /// A 2026-07-28 upstream answered `input_required`: its input requests go to the client

@@ -9,13 +9,41 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CallError, RequestContext};
 use crate::jsonrpc::RpcError;
 
-type Reply = oneshot::Sender<Result<Value, RpcError>>;
+type Reply = oneshot::Sender<Result<Answer, RpcError>>;
+
+/// An upstream's result: parsed, or (a response delivered by [`RpcPeer::deliver_text`]) the
+/// JSON text the upstream wrote, which a call forwarded unchanged never needs to parse.
+#[derive(Debug)]
+pub enum Answer {
+    Parsed(Value),
+    Text(Box<RawValue>),
+}
+
+impl Answer {
+    pub fn into_value(self) -> Value {
+        match self {
+            Self::Parsed(v) => v,
+            // The text came out of a JSON parser, so it parses; `Null` only if that broke.
+            Self::Text(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Whether the result may carry a field the bridge acts on (`resultType`, MCP 2026-07-28):
+    /// a text answer that does not even contain the word needs no parsing.
+    pub fn may_say(&self, field: &str) -> bool {
+        match self {
+            Self::Parsed(v) => v.get(field).is_some(),
+            Self::Text(raw) => raw.get().contains(field),
+        }
+    }
+}
 
 struct Pending {
     reply: Reply,
@@ -166,10 +194,24 @@ impl RpcPeer {
     pub async fn call_with(
         &self,
         method: &str,
-        mut params: Option<Value>,
+        params: Option<Value>,
         timeout: Duration,
         ctx: Option<Arc<RequestContext>>,
     ) -> Result<Value, CallError> {
+        self.call_answer(method, params, timeout, ctx)
+            .await
+            .map(Answer::into_value)
+    }
+
+    /// [`call_with`](Self::call_with), answering the result as the upstream's text when it
+    /// came that way (a stdio response), for a caller that forwards it as it is.
+    pub async fn call_answer(
+        &self,
+        method: &str,
+        mut params: Option<Value>,
+        timeout: Duration,
+        ctx: Option<Arc<RequestContext>>,
+    ) -> Result<Answer, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if let Some(mut meta) = self.stateless.lock().clone() {
@@ -268,12 +310,23 @@ impl RpcPeer {
         };
         let answer = match msg.get_mut("error") {
             Some(err) => Err(RpcError(err.take())),
-            None => Ok(msg
-                .get_mut("result")
-                .map(Value::take)
-                .unwrap_or(Value::Null)),
+            None => Ok(Answer::Parsed(
+                msg.get_mut("result")
+                    .map(Value::take)
+                    .unwrap_or(Value::Null),
+            )),
         };
         let _ = reply.send(answer);
+    }
+
+    /// Delivers a successful response as the upstream wrote its result. False (nothing
+    /// delivered) for an id nobody waits for.
+    pub fn deliver_text(&self, id: u64, result: Box<RawValue>) -> bool {
+        let Some(Pending { reply, .. }) = self.inner.lock().pending.remove(&id) else {
+            return false;
+        };
+        let _ = reply.send(Ok(Answer::Text(result)));
+        true
     }
 
     /// Marks the transport dead; every waiter fails now with `reason`.

@@ -349,6 +349,55 @@ async fn refresh(up: Arc<Upstream>, peer: Arc<RpcPeer>, kinds: &[ListKind]) {
 }
 
 /// Routes one message from the upstream, whatever its transport.
+/// The fields of a message that say whether it is a plain successful response: read without
+/// building a `Value`, so such a response's result is delivered as the text the upstream wrote.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<&'a str>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(borrow, default)]
+    result: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    method: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// Routes one line an upstream wrote (stdio). The answer to one of our requests (the bulk of
+/// the traffic) goes to its caller as text; everything else is parsed and [`dispatch`]ed.
+/// Returns the parse error of a line that is not JSON.
+pub(crate) fn dispatch_line(
+    up: &Arc<Upstream>,
+    peer: &Arc<RpcPeer>,
+    line: &[u8],
+) -> Result<(), serde_json::Error> {
+    if let Some((id, result)) = plain_response(line) {
+        peer.heard();
+        // An unknown id (a request that timed out) is dropped, as `deliver` does.
+        peer.deliver_text(id, result.to_owned());
+        return Ok(());
+    }
+    dispatch(up, peer, serde_json::from_slice::<Value>(line)?);
+    Ok(())
+}
+
+/// The id and result of a successful response to one of our requests (ids are integers),
+/// or `None` for anything else, which then takes the parsing path.
+fn plain_response(line: &[u8]) -> Option<(u64, &serde_json::value::RawValue)> {
+    match serde_json::from_slice::<Head<'_>>(line).ok()? {
+        Head {
+            jsonrpc: Some("2.0"),
+            id: Some(id),
+            result: Some(result),
+            method: None,
+            error: None,
+        } => Some((id, result)),
+        _ => None,
+    }
+}
+
 pub(crate) fn dispatch(up: &Arc<Upstream>, peer: &Arc<RpcPeer>, msg: Value) {
     dispatch_for(up, peer, msg, None);
 }
@@ -554,5 +603,41 @@ pub(crate) fn on_notification(
             tracing::debug!(upstream = %up.name, honored, "the upstream acknowledged subscriptions/listen")
         }
         _ => up.downstream.broadcast(&up.name, &msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_response;
+
+    #[test]
+    fn only_a_plain_success_to_an_integer_id_skips_parsing() {
+        let line =
+            br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"h\u00e9"}]}}"#;
+        let (id, raw) = plain_response(line).unwrap();
+        assert_eq!(id, 7);
+        assert_eq!(
+            raw.get(),
+            r#"{"content":[{"type":"text","text":"h\u00e9"}]}"#,
+            "the result is the upstream's own text"
+        );
+        for other in [
+            // an error, a request, a notification, a string id, no version, a duplicate key,
+            // a negative id, not JSON
+            &br#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"x"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":"a","result":{}}"#,
+            br#"{"id":7,"result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":7,"result":{},"result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":-1,"result":{}}"#,
+            b"{ nope",
+        ] {
+            assert!(
+                plain_response(other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 }

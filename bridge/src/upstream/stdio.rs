@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -261,8 +260,8 @@ async fn read_stdout(up: Arc<Upstream>, peer: Arc<RpcPeer>, stdout: tokio::proce
                 if buf.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                match serde_json::from_slice::<Value>(&buf) {
-                    Ok(msg) => super::protocol::dispatch(&up, &peer, msg),
+                match super::protocol::dispatch_line(&up, &peer, &buf) {
+                    Ok(()) => {}
                     Err(e) => {
                         let shown =
                             String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
