@@ -27,3 +27,16 @@ tar -xJf target/distrib/mcp-bridge-x86_64-unknown-linux-gnu.tar.xz -C "$tmp"
 "$tmp"/mcp-bridge-x86_64-unknown-linux-gnu/mcp-bridge --version
 rm -rf "$tmp"
 ls -l target/distrib/*.tar.xz
+echo "== Homebrew formulae from these archives (only the Linux x86_64 ones are built here)"
+PARTIAL=1 bash packaging/homebrew/formulae.sh "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" \
+  "https://example.invalid/mcp-bridge/releases" target/distrib target/homebrew
+for f in target/homebrew/*.rb; do
+  ruby -c "$f"
+  for app in mcp-bridge mcp-cred-agent mcp-bridge-shim; do
+    sum=$(cut -d' ' -f1 "target/distrib/$app-x86_64-unknown-linux-gnu.tar.xz.sha256")
+    if grep -q "/$app-x86_64-unknown-linux-gnu.tar.xz\"" "$f"; then
+      grep -q "sha256 \"$sum\"" "$f" || { echo "$f: wrong checksum for $app"; exit 1; }
+    fi
+  done
+done
+grep -q 'service do' target/homebrew/mcp-bridge.rb && grep -q 'service do' target/homebrew/mcp-cred-agent.rb

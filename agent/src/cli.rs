@@ -158,7 +158,8 @@ async fn shutdown_signal() {
 async fn status(json: bool) -> anyhow::Result<()> {
     let (_, socket) = crate::config::load()?;
     let mut client = crate::server::AgentClient::connect(&socket).await?;
-    let Response::Status { upstreams } = client.request(proto::Request::Status).await? else {
+    let Response::Status { upstreams, store } = client.request(proto::Request::Status).await?
+    else {
         anyhow::bail!("unexpected answer to Status");
     };
     if json {
@@ -168,6 +169,9 @@ async fn status(json: bool) -> anyhow::Result<()> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
+    }
+    if let Some(store) = store {
+        println!("logins are kept in {store}");
     }
     if upstreams.is_empty() {
         println!("no OAuth upstreams configured");

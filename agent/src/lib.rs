@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod keychain;
 pub mod login;
 pub mod oauth;
 pub mod server;

@@ -16,7 +16,7 @@ pub async fn run(upstream: Option<String>, no_browser: bool) -> anyhow::Result<(
     let names: Vec<String> = match upstream {
         Some(u) => vec![u],
         None => match client.request(Request::Status).await? {
-            Response::Status { upstreams } => upstreams
+            Response::Status { upstreams, .. } => upstreams
                 .into_iter()
                 .filter(|u| !u.logged_in)
                 .map(|u| u.name)
@@ -103,7 +103,7 @@ async fn browser_login(
             );
             for _ in 0..600 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Response::Status { upstreams } = client.request(Request::Status).await?
+                if let Response::Status { upstreams, .. } = client.request(Request::Status).await?
                     && upstreams.iter().any(|u| u.name == name && u.logged_in)
                 {
                     return Ok(());

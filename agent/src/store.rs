@@ -1,8 +1,13 @@
 //! The token store: `oauth-state.json` in the config directory, 0600 in a 0700 directory,
-//! written atomically (temp file, fsync, rename, fsync of the directory). A file with the wrong
-//! mode or owner, or one that does not parse, is refused with a clear error and left untouched.
+//! written atomically (temp file, fsync, rename, fsync of the directory), or (`[agent] store =
+//! "keychain"`) one item of the OS keychain ([`crate::keychain`]). A file with the wrong mode or
+//! owner, or one that does not parse, is refused with a clear error and left untouched.
 //!
-//! The OS keychain (keyring-core) is not used yet: this file is the only store.
+//! Switching `store` moves the logins at the next start: into the keychain (the file keeps
+//! only a note saying where they went, so a later `store = "file"` knows to fetch them back),
+//! or back into the file (then the keychain item is removed). Each move is read back before the
+//! old copy goes; a keychain that is locked or unreachable stops the start with a clear error
+//! and changes nothing.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -11,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub const FILE_NAME: &str = "oauth-state.json";
-const VERSION: u32 = 1;
+pub const VERSION: u32 = 1;
 
 /// A secret string: serialised as itself (it lives in the 0600 store), never shown by `Debug`,
 /// wiped from memory when dropped.
@@ -93,6 +98,9 @@ pub struct Login {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct State {
     pub version: u32,
+    /// In the file only, when the logins are in the OS keychain: which item holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keychain: Option<String>,
     #[serde(default)]
     pub clients: BTreeMap<String, Client>,
     #[serde(default)]
@@ -111,6 +119,28 @@ pub enum StoreError {
         "{path} is not a valid token store ({reason}); refusing to use or overwrite it — move it away to start over"
     )]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{item} is locked ({reason}); unlock it (log in to the desktop session, or unlock the keyring) and start mcp-cred-agent again. Nothing was changed: no login is lost"
+    )]
+    KeychainLocked { item: String, reason: String },
+    #[error(
+        "{item} does not hold a token store ({reason}); refusing to use or overwrite it: remove the item to start over"
+    )]
+    KeychainCorrupt { item: String, reason: String },
+    #[error("the OS keychain failed: {reason}")]
+    Keychain { reason: String },
+    #[error(
+        "config.toml sets [agent] store = \"keychain\", but the OS keychain is not reachable: {reason}. Start it (on Linux: a Secret Service such as GNOME Keyring on the session D-Bus; mcp-cred-agent needs DBUS_SESSION_BUS_ADDRESS), or set store = \"file\". Nothing was changed"
+    )]
+    KeychainUnavailable { reason: String },
+    #[error(
+        "{path} says the logins are in {item}, but config.toml sets [agent] store = \"file\" and the keychain is not reachable to move them back: {reason}. Make it reachable for one start (or set store = \"keychain\"). Nothing was changed"
+    )]
+    KeychainUnreachableForMove {
+        path: PathBuf,
+        item: String,
+        reason: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -120,6 +150,163 @@ pub enum StoreError {
 
 pub struct FileStore {
     path: PathBuf,
+}
+
+/// Where the logins are kept (`[agent] store`), loaded and moved as that setting says.
+pub enum TokenStore {
+    File(FileStore),
+    Keychain {
+        keychain: crate::keychain::Keychain,
+        /// `oauth-state.json`, which holds only the note saying where the logins are.
+        file: FileStore,
+        /// Whether the note is written.
+        noted: std::sync::atomic::AtomicBool,
+    },
+}
+
+impl TokenStore {
+    /// Opens the store `kind` names in `config_dir` and loads it, moving the logins from the
+    /// other store first if they are there. `platform` opens the OS keychain (a parameter, so
+    /// tests can give a mock one).
+    pub fn open(
+        config_dir: &Path,
+        kind: proto::config::StoreKind,
+        platform: impl FnOnce() -> Result<
+            std::sync::Arc<mcp_bridge_keychain::keyring_core::CredentialStore>,
+            String,
+        >,
+    ) -> Result<(Self, State), StoreError> {
+        use crate::keychain::Keychain;
+        use proto::config::StoreKind;
+        let file = FileStore::new(config_dir);
+        let on_disk = file.load()?;
+        match kind {
+            StoreKind::File => {
+                let Some(item) = on_disk.keychain.clone() else {
+                    return Ok((Self::File(file), on_disk));
+                };
+                let unreachable = |reason: String| StoreError::KeychainUnreachableForMove {
+                    path: file.path.clone(),
+                    item: item.clone(),
+                    reason,
+                };
+                let store = platform().map_err(unreachable)?;
+                let keychain = Keychain::open(&store, config_dir)?;
+                let mut state = keychain.read()?.unwrap_or_else(State::empty);
+                state.keychain = None;
+                file.save(&state)?;
+                if file.load()? != state {
+                    return Err(StoreError::Keychain {
+                        reason: format!(
+                            "{} did not read back as written; the logins stay in the keychain",
+                            file.path.display()
+                        ),
+                    });
+                }
+                if let Err(e) = keychain.delete() {
+                    tracing::warn!(error = %e, "the logins are in the file now; removing the keychain item failed (remove it by hand)");
+                }
+                tracing::info!(
+                    from = %keychain.describe(),
+                    to = %file.path.display(),
+                    upstreams = state.upstreams.len(),
+                    "moved the logins out of the OS keychain"
+                );
+                Ok((Self::File(file), state))
+            }
+            StoreKind::Keychain => {
+                let store =
+                    platform().map_err(|reason| StoreError::KeychainUnavailable { reason })?;
+                let keychain = Keychain::open(&store, config_dir)?;
+                let held = keychain.read()?;
+                let in_file = on_disk.keychain.is_none()
+                    && !(on_disk.upstreams.is_empty() && on_disk.clients.is_empty());
+                let state = if in_file {
+                    // Logins already in the keychain win; the file's fill the gaps.
+                    let mut merged = held.unwrap_or_else(State::empty);
+                    for (k, v) in on_disk.upstreams {
+                        merged.upstreams.entry(k).or_insert(v);
+                    }
+                    for (k, v) in on_disk.clients {
+                        merged.clients.entry(k).or_insert(v);
+                    }
+                    keychain.write(&merged)?;
+                    if keychain.read()?.as_ref() != Some(&merged) {
+                        return Err(StoreError::Keychain {
+                            reason: "the keychain item did not read back as written; the logins stay in the file".into(),
+                        });
+                    }
+                    file.save(&State::note(&keychain))?;
+                    tracing::info!(
+                        from = %file.path.display(),
+                        to = %keychain.describe(),
+                        upstreams = merged.upstreams.len(),
+                        "moved the logins into the OS keychain"
+                    );
+                    merged
+                } else {
+                    held.unwrap_or_else(State::empty)
+                };
+                let noted = on_disk_is_note(&file);
+                Ok((
+                    Self::Keychain {
+                        keychain,
+                        file,
+                        noted: std::sync::atomic::AtomicBool::new(noted),
+                    },
+                    state,
+                ))
+            }
+        }
+    }
+
+    /// Writes the whole state; returns once it is stored.
+    pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        match self {
+            Self::File(f) => f.save(state),
+            Self::Keychain {
+                keychain,
+                file,
+                noted,
+            } => {
+                keychain.write(state)?;
+                if !noted.load(std::sync::atomic::Ordering::Relaxed) {
+                    file.save(&State::note(keychain))?;
+                    noted.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Where the logins are, for status and log lines.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(f) => f.path.display().to_string(),
+            Self::Keychain { keychain, .. } => keychain.describe(),
+        }
+    }
+}
+
+fn on_disk_is_note(file: &FileStore) -> bool {
+    file.load().is_ok_and(|s| s.keychain.is_some())
+}
+
+impl State {
+    pub fn empty() -> Self {
+        Self {
+            version: VERSION,
+            ..Default::default()
+        }
+    }
+
+    /// What the file holds while the logins are in the keychain.
+    fn note(keychain: &crate::keychain::Keychain) -> Self {
+        Self {
+            keychain: Some(keychain.describe()),
+            ..Self::empty()
+        }
+    }
 }
 
 impl FileStore {
@@ -142,10 +329,7 @@ impl FileStore {
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State {
-                    version: VERSION,
-                    ..Default::default()
-                });
+                return Ok(State::empty());
             }
             Err(e) => return Err(io(e)),
         };
@@ -241,6 +425,87 @@ mod tests {
         let e = s.load().unwrap_err().to_string();
         assert!(e.contains("not a valid token store"), "{e}");
         assert_eq!(std::fs::read(s.path()).unwrap(), b"{ nope");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn switching_stores_moves_the_logins_and_a_locked_keychain_changes_nothing() {
+        use proto::config::StoreKind;
+        let d = dir("move");
+        let kc: std::sync::Arc<mcp_bridge_keychain::keyring_core::CredentialStore> =
+            mcp_bridge_keychain::keyring_core::mock::Store::new().unwrap();
+        let platform = || Ok(kc.clone());
+        let file = FileStore::new(&d);
+        let mut st = State::empty();
+        st.upstreams.insert(
+            "o".into(),
+            Login {
+                refresh_token: Some(Secret::new("rt-secret".into())),
+                ..Default::default()
+            },
+        );
+        file.save(&st).unwrap();
+
+        // A locked keychain: refused, the file as it was.
+        let entry = mcp_bridge_keychain::keyring_core::Entry::new_in_store(
+            &kc,
+            crate::keychain::SERVICE,
+            &d.display().to_string(),
+        )
+        .unwrap();
+        let lock = || {
+            entry
+                .as_any()
+                .downcast_ref::<mcp_bridge_keychain::keyring_core::mock::Cred>()
+                .unwrap()
+                .set_error(mcp_bridge_keychain::keyring_core::Error::NoStorageAccess(
+                    "locked".into(),
+                ))
+        };
+        lock();
+        let before = std::fs::read(file.path()).unwrap();
+        let Err(e) = TokenStore::open(&d, StoreKind::Keychain, platform) else {
+            panic!("a locked keychain must refuse")
+        };
+        assert!(matches!(e, StoreError::KeychainLocked { .. }), "{e}");
+        assert_eq!(std::fs::read(file.path()).unwrap(), before);
+
+        // Into the keychain: the file keeps a note without secrets.
+        let (store, loaded) = TokenStore::open(&d, StoreKind::Keychain, platform).unwrap();
+        assert_eq!(loaded, st);
+        let note = std::fs::read_to_string(file.path()).unwrap();
+        assert!(
+            !note.contains("rt-secret") && note.contains("keychain"),
+            "{note}"
+        );
+        // A write goes to the keychain, not the file.
+        let mut next = loaded.clone();
+        next.upstreams.get_mut("o").unwrap().refresh_token = Some(Secret::new("rt-2".into()));
+        store.save(&next).unwrap();
+        assert!(
+            !std::fs::read_to_string(file.path())
+                .unwrap()
+                .contains("rt-2")
+        );
+
+        // An unreachable keychain when moving back: refused, the note stays.
+        let Err(e) = TokenStore::open(&d, StoreKind::File, || Err("no bus".into())) else {
+            panic!("cannot move back without the keychain")
+        };
+        assert!(
+            matches!(e, StoreError::KeychainUnreachableForMove { .. }),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(file.path()).unwrap(), note);
+
+        // Back to the file: the latest logins, and the item is gone.
+        let (_, back) = TokenStore::open(&d, StoreKind::File, platform).unwrap();
+        assert_eq!(back, next);
+        assert_eq!(file.load().unwrap(), next);
+        assert!(matches!(
+            entry.get_secret(),
+            Err(mcp_bridge_keychain::keyring_core::Error::NoEntry)
+        ));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

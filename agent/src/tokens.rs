@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use crate::consent::{self, OwnerPassword};
 use crate::oauth::{self, Discovered, OAuthError};
-use crate::store::{self, FileStore, Secret};
+#[cfg(test)]
+use crate::store::FileStore;
+use crate::store::{self, Secret, TokenStore};
 
 /// When the background refresher renews a login: at 80% of the access token's life, and
 /// never sooner than [`MIN_REFRESH_GAP_SECS`] after it was issued, so a server handing out
@@ -79,7 +81,10 @@ pub struct Agent {
     /// The OAuth upstreams of the configuration (replaced on SIGHUP).
     upstreams: parking_lot::RwLock<BTreeMap<String, OAuthUpstream>>,
     redirect_uri: String,
-    store: FileStore,
+    store: TokenStore,
+    /// Why the last write of the store failed (a locked keychain), and when it was tried: the
+    /// logins are then only in memory, and the write is tried again.
+    unsaved: Mutex<Option<(String, std::time::Instant)>>,
     state: tokio::sync::Mutex<store::State>,
     /// One refresh at a time per upstream.
     refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -157,12 +162,17 @@ impl Agent {
     /// Loads the store; a store with a bad mode, owner or content is refused.
     pub fn new(config: &Config, password: OwnerPassword) -> Result<Arc<Self>, store::StoreError> {
         let upstreams = oauth_upstreams(config);
-        let store = FileStore::new(&config.config_dir);
-        let state = store.load()?;
+        let (store, state) = TokenStore::open(
+            &config.config_dir,
+            config.agent.store,
+            crate::keychain::platform_store,
+        )?;
+        tracing::info!(store = %store.describe(), logins = state.upstreams.len(), "token store loaded");
         Ok(Arc::new(Self {
             redirect_uri: format!("http://127.0.0.1:{}/oauth/callback", config.port),
             upstreams: parking_lot::RwLock::new(upstreams),
             store,
+            unsaved: Mutex::new(None),
             state: tokio::sync::Mutex::new(state),
             refresh_locks: Mutex::new(HashMap::new()),
             refreshers: Mutex::new(Default::default()),
@@ -179,6 +189,35 @@ impl Agent {
 
     pub fn redirect_uri(&self) -> &str {
         &self.redirect_uri
+    }
+
+    /// Writes the store. A failure (a locked keychain, a full disk) keeps the logins in memory,
+    /// says so loudly, and is retried by [`retry_unsaved`](Self::retry_unsaved).
+    fn persist(&self, st: &store::State) {
+        match self.store.save(st) {
+            Ok(()) => {
+                if self.unsaved.lock().take().is_some() {
+                    tracing::info!(store = %self.store.describe(), "the token store is written again");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the token store; the new tokens are kept in memory and written when it works again (until then a restart of mcp-cred-agent would lose them)");
+                *self.unsaved.lock() = Some((e.to_string(), std::time::Instant::now()));
+            }
+        }
+    }
+
+    /// Tries a failed store write again, at most every 10 s.
+    async fn retry_unsaved(&self) {
+        let due = self
+            .unsaved
+            .lock()
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= Duration::from_secs(10));
+        if due {
+            let st = self.state.lock().await;
+            self.persist(&st);
+        }
     }
 
     pub async fn handle(&self, request: Request) -> Response {
@@ -292,6 +331,7 @@ impl Agent {
 
     async fn get_token(&self, upstream: &str, min_valid: u64) -> Result<Response, AgentError> {
         self.known(upstream)?;
+        self.retry_unsaved().await;
         // A server that issues tokens shorter-lived than the caller asks for would otherwise be
         // asked for a new one on every request: half the token's life is enough then.
         let fresh = |l: &store::Login| {
@@ -469,9 +509,7 @@ impl Agent {
             }
         };
         // Persist before the lock is released and before any caller sees the new token.
-        if let Err(e) = self.store.save(&st) {
-            tracing::error!(error = %e, "cannot write the token store");
-        }
+        self.persist(&st);
         drop(st);
         self.changed.send_modify(|n| *n += 1);
         if revoked && self.relogin_headless(upstream).await {
@@ -687,9 +725,7 @@ impl Agent {
                 auth_method: Some(creds.method.as_str().to_owned()),
             },
         );
-        if let Err(e) = self.store.save(&st) {
-            tracing::error!(error = %e, "cannot write the token store");
-        }
+        self.persist(&st);
         Ok(creds)
     }
 
@@ -820,7 +856,17 @@ impl Agent {
                 }
             })
             .collect();
-        Response::Status { upstreams }
+        let store = match self.unsaved.lock().as_ref() {
+            Some((e, _)) => format!(
+                "{} (NOT WRITTEN, the logins are only in memory: {e})",
+                self.store.describe()
+            ),
+            None => self.store.describe(),
+        };
+        Response::Status {
+            upstreams,
+            store: Some(store),
+        }
     }
 
     /// One background task per upstream: refresh at ~80% of the token's life; on failure retry

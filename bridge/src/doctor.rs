@@ -241,8 +241,18 @@ async fn check_agent(r: &mut Report, c: &Config, needed: bool) -> Option<Vec<(St
     )
     .await
     {
-        Ok(Ok(proto::Response::Status { upstreams })) => {
+        Ok(Ok(proto::Response::Status { upstreams, store })) => {
             r.ok(format!("credential agent answers on {}", path.display()));
+            if let Some(store) = store {
+                if store.contains("NOT WRITTEN") {
+                    r.fail(
+                        format!("token store: {store}"),
+                        "unlock the keychain (or fix the disk); the agent retries by itself",
+                    );
+                } else {
+                    r.ok(format!("logins are kept in {store}"));
+                }
+            }
             Some(
                 upstreams
                     .into_iter()

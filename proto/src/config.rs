@@ -30,6 +30,7 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     pub server: ServerSettings,
     pub logging: LoggingSettings,
+    pub agent: AgentSettings,
     /// `MCP_BRIDGE_LOG_PATH`, if set.
     pub log_path: Option<PathBuf>,
     /// `MCP_CRED_AGENT_SOCKET`, if set.
@@ -58,6 +59,26 @@ pub fn load_process() -> Result<Config, ConfigError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     })
+}
+
+/// `[agent]`: what only mcp-cred-agent reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// Where the logins live: `oauth-state.json` (0600), or the OS keychain.
+    pub store: StoreKind,
+}
+
+/// `[agent] store`: where mcp-cred-agent keeps its logins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// `oauth-state.json` in the config directory, 0600 in a 0700 directory.
+    #[default]
+    File,
+    /// The OS keychain: the Secret Service (GNOME Keyring, KWallet) on Linux, the login
+    /// keychain on macOS.
+    Keychain,
 }
 
 /// `[logging]`: size rotation of the daemons' log files.
@@ -465,6 +486,8 @@ struct RawFile {
     #[serde(default)]
     logging: LoggingSettings,
     #[serde(default)]
+    agent: AgentSettings,
+    #[serde(default)]
     upstream: Vec<toml::Spanned<RawUpstream>>,
     #[serde(default)]
     profile: Vec<toml::Spanned<RawProfile>>,
@@ -488,6 +511,7 @@ struct RawProfile {
 pub struct FileConfig {
     pub server: ServerSettings,
     pub logging: LoggingSettings,
+    pub agent: AgentSettings,
     pub upstreams: Vec<UpstreamConfig>,
     pub profiles: Vec<ProfileConfig>,
 }
@@ -820,6 +844,7 @@ pub fn parse_file(file: &Path, src: &str) -> Result<FileConfig, ConfigError> {
     Ok(FileConfig {
         server,
         logging: raw.logging,
+        agent: raw.agent,
         upstreams,
         profiles,
     })
@@ -940,6 +965,7 @@ pub fn load(
     let FileConfig {
         server,
         logging,
+        agent,
         mut upstreams,
         profiles,
     } = parsed;
@@ -1010,6 +1036,7 @@ pub fn load(
         config_file,
         server,
         logging,
+        agent,
         log_path: var("MCP_BRIDGE_LOG_PATH").map(PathBuf::from),
         agent_socket_override: var(crate::SOCKET_ENV).map(PathBuf::from),
         upstreams,

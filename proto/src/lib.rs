@@ -132,6 +132,10 @@ pub enum Response {
     },
     Status {
         upstreams: Vec<UpstreamStatus>,
+        /// Where the logins are kept (the file or the OS keychain item), and whether the last
+        /// write failed. Absent from agents older than the keychain store.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store: Option<String>,
     },
     Error {
         error: AgentError,
@@ -152,9 +156,10 @@ impl std::fmt::Debug for Response {
                 .debug_struct("Browser")
                 .field("authorization_url", authorization_url)
                 .finish(),
-            Self::Status { upstreams } => f
+            Self::Status { upstreams, store } => f
                 .debug_struct("Status")
                 .field("upstreams", upstreams)
+                .field("store", store)
                 .finish(),
             Self::Error { error } => f.debug_struct("Error").field("error", error).finish(),
         }
@@ -363,6 +368,7 @@ mod tests {
                     expires_at: Some(3),
                     last_error: None,
                 }],
+                store: Some("/home/u/.config/mcp-bridge/oauth-state.json".into()),
             },
         ];
         responses.extend(errors.into_iter().map(|error| Response::Error { error }));

@@ -146,7 +146,7 @@ async fn serves_typed_answers_on_a_private_socket() {
             }
         }
     );
-    let Response::Status { upstreams } = ask(&mut f, 3, Request::Status).await else {
+    let Response::Status { upstreams, .. } = ask(&mut f, 3, Request::Status).await else {
         panic!()
     };
     assert_eq!(upstreams.len(), 1);

@@ -522,7 +522,7 @@ async fn kill_9_of_every_process_under_load_loses_nothing() {
     );
     assert_eq!(st["codes_exchanged"], 1, "a second login was needed: {st}");
     let mut ipc = agent.ipc().await;
-    let proto::Response::Status { upstreams } = ipc.ask(proto::Request::Status).await else {
+    let proto::Response::Status { upstreams, .. } = ipc.ask(proto::Request::Status).await else {
         panic!("no status from the agent");
     };
     assert!(upstreams.iter().all(|u| u.logged_in), "{upstreams:?}");

@@ -11,6 +11,7 @@ mod era;
 mod guards;
 mod hostile;
 mod http_upstream;
+mod keychain;
 mod lifecycle;
 mod oauth;
 mod operations;

@@ -53,7 +53,7 @@ async fn headless_login_with_auto_approval() {
         !agent.proc.text().contains(&t),
         "the token never reaches the logs"
     );
-    let Response::Status { upstreams } = ipc.ask(Request::Status).await else {
+    let Response::Status { upstreams, .. } = ipc.ask(Request::Status).await else {
         panic!()
     };
     assert!(upstreams[0].logged_in);
@@ -103,7 +103,7 @@ async fn concurrent_get_tokens_on_an_expiring_token_refresh_once() {
         "the 3 s token to run out",
         Duration::from_secs(20),
         async || {
-            let Response::Status { upstreams } = ipc.ask(Request::Status).await else {
+            let Response::Status { upstreams, .. } = ipc.ask(Request::Status).await else {
                 return None;
             };
             let now = std::time::SystemTime::now()
@@ -208,7 +208,7 @@ async fn token_endpoint_down_serves_the_old_token_then_recovers() {
         "the agent to recover",
         Duration::from_secs(30),
         async || {
-            let Response::Status { upstreams } = ipc.ask(Request::Status).await else {
+            let Response::Status { upstreams, .. } = ipc.ask(Request::Status).await else {
                 return None;
             };
             (upstreams[0].last_error.is_none()).then_some(())
@@ -407,7 +407,7 @@ async fn sighup_makes_the_agent_reread_its_config_and_keeps_it_alive() {
         "the agent to know the new upstream",
         Duration::from_secs(10),
         async || {
-            let Response::Status { upstreams } = ipc.ask(Request::Status).await else {
+            let Response::Status { upstreams, .. } = ipc.ask(Request::Status).await else {
                 return None;
             };
             upstreams.iter().any(|u| u.name == "second").then_some(())
@@ -464,7 +464,7 @@ async fn saving_config_toml_makes_the_agent_reread_it_without_a_signal() {
         "the agent to know the saved upstream",
         Duration::from_secs(10),
         async || {
-            let Response::Status { upstreams } = ipc.ask(Request::Status).await else {
+            let Response::Status { upstreams, .. } = ipc.ask(Request::Status).await else {
                 return None;
             };
             upstreams.iter().any(|u| u.name == "second").then_some(())
