@@ -35,7 +35,7 @@ use crate::downstream::{ClientSession, RequestContext};
 use crate::jsonrpc::{self, Kind, RpcError};
 use crate::server::{Bridge, SESSION_HEADER, VERSION_HEADER, accepts, header_str};
 use crate::session;
-use crate::upstream::{ListKind, SUPPORTED_VERSIONS};
+use crate::upstream::{Answer, ListKind, SUPPORTED_VERSIONS};
 
 /// The stateless protocol version.
 pub const VERSION: &str = "2026-07-28";
@@ -544,7 +544,47 @@ fn extend_object(object: &str, fields: &str) -> String {
 }
 
 fn response_text(id: &Value, result: &Result<Value, RpcError>) -> String {
-    serde_json::to_string(&jsonrpc::response(id, result.clone())).unwrap_or_default()
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a Value>,
+    }
+    let (result, error) = match result {
+        Ok(v) => (Some(v), None),
+        Err(RpcError(e)) => (None, Some(e)),
+    };
+    serde_json::to_string(&Envelope {
+        jsonrpc: "2.0",
+        id,
+        result,
+        error,
+    })
+    .unwrap_or_default()
+}
+
+/// A final answer the upstream wrote as text that needs only `resultType` added (not a read,
+/// whose cache hints are decided on the parsed result): the response, spliced without parsing.
+fn spliced_response(id: &Value, method: &str, answer: &Answer) -> Option<String> {
+    let Answer::Text(raw) = answer else {
+        return None;
+    };
+    let text = raw.get().trim();
+    if method == "resources/read"
+        || !text.starts_with('{')
+        || !text.ends_with('}')
+        || answer.may_say("resultType")
+    {
+        return None;
+    }
+    Some(format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{}}}"#,
+        serde_json::to_string(id).unwrap_or_else(|_| "null".into()),
+        extend_object(text, r#""resultType":"complete""#)
+    ))
 }
 
 fn json_reply(id: &Value, result: Result<Value, RpcError>) -> Response {
@@ -714,7 +754,7 @@ impl ClientSession for StatelessClient {
 /// A modern call in progress: the forwarded request running as a task (dropping this aborts
 /// it, which cancels it upstream), what it asks of the client, and related messages.
 struct Running {
-    work: AbortOnDropHandle<Result<Value, RpcError>>,
+    work: AbortOnDropHandle<Result<Answer, RpcError>>,
     asks: mpsc::UnboundedReceiver<Ask>,
     notes: mpsc::UnboundedReceiver<Value>,
     waiting: Vec<Waiting>,
@@ -733,7 +773,7 @@ enum Step {
 
 enum Stop {
     /// The upstream's final answer.
-    Done(Result<Value, RpcError>),
+    Done(Result<Answer, RpcError>),
     /// The upstream waits for the client's input (`Running::waiting`).
     Input,
     /// The upstream needs a capability the client did not declare.
@@ -898,7 +938,6 @@ fn start(
                 .registry
                 .forward(&view, &method, params, Some(ctx))
                 .await
-                .map(crate::upstream::Answer::into_value)
         })
     };
     Running {
@@ -977,10 +1016,17 @@ impl IntoResponse for Concluded {
 fn conclude(bridge: &Bridge, id: &Value, stop: Stop, mut run: Running) -> Concluded {
     let (status, result) = match stop {
         Stop::Done(result) => {
+            if let Some(text) = result
+                .as_ref()
+                .ok()
+                .and_then(|a| spliced_response(id, &run.method, a))
+            {
+                return Concluded(StatusCode::OK, text);
+            }
             let uri = (run.method == "resources/read")
                 .then_some(run.target.as_deref())
                 .flatten();
-            let result = modern_result(&run.method, uri, result);
+            let result = modern_result(&run.method, uri, result.map(Answer::into_value));
             // A missing capability an upstream of the 2026 era reported is the client's error.
             let status = match &result {
                 Err(e) if e.code() == Some(MISSING_CAPABILITY) => StatusCode::BAD_REQUEST,
@@ -1401,6 +1447,31 @@ async fn listen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_answer_gets_its_result_type_without_parsing() {
+        let text = |s: &str| Answer::Text(serde_json::value::RawValue::from_string(s.to_owned()).unwrap());
+        let id = json!(7);
+        let spliced = spliced_response(&id, "tools/call", &text(r#"{"content":[]}"#)).unwrap();
+        let v: Value = serde_json::from_str(&spliced).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","id":7,"result":{"content":[],"resultType":"complete"}})
+        );
+        let empty = spliced_response(&id, "prompts/get", &text(" {} ")).unwrap();
+        let v: Value = serde_json::from_str(&empty).unwrap();
+        assert_eq!(v["result"], json!({"resultType":"complete"}));
+        // Parsed instead: a result that names its type, a read (cache hints), not an object,
+        // a parsed answer.
+        for (method, a) in [
+            ("tools/call", text(r#"{"resultType":"input_required"}"#)),
+            ("resources/read", text(r#"{"contents":[]}"#)),
+            ("tools/call", text("[1]")),
+            ("tools/call", Answer::Parsed(json!({}))),
+        ] {
+            assert!(spliced_response(&id, method, &a).is_none(), "{method} {a:?}");
+        }
+    }
 
     #[test]
     fn extends_serialised_objects() {

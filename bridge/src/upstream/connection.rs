@@ -262,7 +262,7 @@ mod tests {
         let (up, peer) = (s.up.clone(), s.peer.clone());
         let run = tokio::spawn(async move { run(&up, peer, &mut s.fake, &stop).await });
         ready(&s.up).await;
-        assert_eq!(s.up.tools().len(), 1, "the handshake listed the tools");
+        assert_eq!(s.up.tool_count(), 1, "the handshake listed the tools");
         assert!(s.up.ready_conn().is_some());
         tokio::time::sleep(Duration::from_secs(3)).await;
         s.end
@@ -323,7 +323,7 @@ mod tests {
             _ => panic!("expected Disabled"),
         }
         assert!(s.closed.load(Ordering::Relaxed));
-        assert!(s.up.tools().is_empty(), "nothing of it is listed");
+        assert!(s.up.tool_count() == 0, "nothing of it is listed");
     }
 
     #[tokio::test(start_paused = true)]

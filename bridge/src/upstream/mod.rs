@@ -493,8 +493,9 @@ impl Upstream {
         self.lists.borrow().clone()
     }
 
-    pub fn tools(&self) -> Vec<Value> {
-        self.lists.borrow().tools.clone()
+    /// How many tools it lists (without copying them).
+    pub fn tool_count(&self) -> usize {
+        self.lists.borrow().tools.len()
     }
 
     /// Whether the upstream announced `capability` (from its last `initialize`, or the cache).
@@ -568,7 +569,7 @@ impl Upstream {
             // Ready: whatever went wrong before is over (it stays in the log).
             s.last_error = None;
         });
-        tracing::info!(upstream = %self.name, tools = self.tools().len(), "upstream ready");
+        tracing::info!(upstream = %self.name, tools = self.tool_count(), "upstream ready");
     }
 
     pub(crate) fn set_conn(&self, conn: Option<Arc<RpcPeer>>) {
