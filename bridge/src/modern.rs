@@ -1450,7 +1450,8 @@ mod tests {
 
     #[test]
     fn a_text_answer_gets_its_result_type_without_parsing() {
-        let text = |s: &str| Answer::Text(serde_json::value::RawValue::from_string(s.to_owned()).unwrap());
+        let text =
+            |s: &str| Answer::Text(serde_json::value::RawValue::from_string(s.to_owned()).unwrap());
         let id = json!(7);
         let spliced = spliced_response(&id, "tools/call", &text(r#"{"content":[]}"#)).unwrap();
         let v: Value = serde_json::from_str(&spliced).unwrap();
@@ -1469,7 +1470,10 @@ mod tests {
             ("tools/call", text("[1]")),
             ("tools/call", Answer::Parsed(json!({}))),
         ] {
-            assert!(spliced_response(&id, method, &a).is_none(), "{method} {a:?}");
+            assert!(
+                spliced_response(&id, method, &a).is_none(),
+                "{method} {a:?}"
+            );
         }
     }
 
