@@ -31,7 +31,10 @@ pub fn platform_store() -> Result<Arc<CredentialStore>, String> {
 impl Keychain {
     /// The item of the config directory `config_dir` in `store`.
     pub fn open(store: &Arc<CredentialStore>, config_dir: &Path) -> Result<Self, StoreError> {
-        let item = Item::open(store, SERVICE, &config_dir.display().to_string()).map_err(|e| {
+        // The same directory is the same account however it was named (a trailing slash, a
+        // symlink, a relative MCP_BRIDGE_CONFIG_DIR).
+        let dir = std::fs::canonicalize(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
+        let item = Item::open(store, SERVICE, &dir.display().to_string()).map_err(|e| {
             StoreError::Keychain {
                 reason: e.to_string(),
             }
@@ -66,7 +69,13 @@ impl Keychain {
         let state: State =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::KeychainCorrupt {
                 item: self.describe(),
-                reason: format!("not a token store: {e}"),
+                // Position and kind only: serde_json's message can quote the item's strings.
+                reason: format!(
+                    "not a token store ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
             })?;
         if state.version != crate::store::VERSION {
             return Err(StoreError::KeychainCorrupt {

@@ -127,6 +127,10 @@ pub enum StoreError {
         "{item} does not hold a token store ({reason}); refusing to use or overwrite it: remove the item to start over"
     )]
     KeychainCorrupt { item: String, reason: String },
+    #[error(
+        "{path} says the logins are in {item}, but the keychain has no such item; refusing to start without them. Nothing was changed. If the item was removed on purpose, remove {path} too"
+    )]
+    KeychainItemMissing { path: PathBuf, item: String },
     #[error("the OS keychain failed: {reason}")]
     Keychain { reason: String },
     #[error(
@@ -192,7 +196,12 @@ impl TokenStore {
                 };
                 let store = platform().map_err(unreachable)?;
                 let keychain = Keychain::open(&store, config_dir)?;
-                let mut state = keychain.read()?.unwrap_or_else(State::empty);
+                let Some(mut state) = keychain.read()? else {
+                    return Err(StoreError::KeychainItemMissing {
+                        path: file.path.clone(),
+                        item,
+                    });
+                };
                 state.keychain = None;
                 file.save(&state)?;
                 if file.load()? != state {
@@ -219,16 +228,25 @@ impl TokenStore {
                     platform().map_err(|reason| StoreError::KeychainUnavailable { reason })?;
                 let keychain = Keychain::open(&store, config_dir)?;
                 let held = keychain.read()?;
+                if let (Some(item), None) = (&on_disk.keychain, &held) {
+                    return Err(StoreError::KeychainItemMissing {
+                        path: file.path.clone(),
+                        item: item.clone(),
+                    });
+                }
                 let in_file = on_disk.keychain.is_none()
                     && !(on_disk.upstreams.is_empty() && on_disk.clients.is_empty());
                 let state = if in_file {
-                    // Logins already in the keychain win; the file's fill the gaps.
-                    let mut merged = held.unwrap_or_else(State::empty);
-                    for (k, v) in on_disk.upstreams {
-                        merged.upstreams.entry(k).or_insert(v);
-                    }
-                    for (k, v) in on_disk.clients {
-                        merged.clients.entry(k).or_insert(v);
+                    // The file was the store in use, so its logins win; an item left from an
+                    // earlier time in the keychain only fills the gaps.
+                    let mut merged = on_disk;
+                    if let Some(older) = held {
+                        for (k, v) in older.upstreams {
+                            merged.upstreams.entry(k).or_insert(v);
+                        }
+                        for (k, v) in older.clients {
+                            merged.clients.entry(k).or_insert(v);
+                        }
                     }
                     keychain.write(&merged)?;
                     if keychain.read()?.as_ref() != Some(&merged) {
@@ -506,6 +524,18 @@ mod tests {
             entry.get_secret(),
             Err(mcp_bridge_keychain::keyring_core::Error::NoEntry)
         ));
+
+        // A note whose item is gone: refused either way, the note kept (no empty start).
+        let mut note_only = State::empty();
+        note_only.keychain = Some("the OS keychain (mock)".into());
+        file.save(&note_only).unwrap();
+        for kind in [StoreKind::File, StoreKind::Keychain] {
+            let Err(e) = TokenStore::open(&d, kind, platform) else {
+                panic!("{kind:?}: a missing item must refuse")
+            };
+            assert!(matches!(e, StoreError::KeychainItemMissing { .. }), "{e}");
+            assert_eq!(file.load().unwrap(), note_only);
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -207,13 +207,26 @@ impl Agent {
         }
     }
 
+    /// [`persist`](Self::persist), answering the write's error.
+    fn persisted(&self, st: &store::State) -> Result<(), String> {
+        self.persist(st);
+        match self.unsaved.lock().as_ref() {
+            Some((e, _)) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// Tries a failed store write again, at most every 10 s.
     async fn retry_unsaved(&self) {
-        let due = self
-            .unsaved
-            .lock()
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() >= Duration::from_secs(10));
+        // Claimed under the lock, so concurrent callers do not each try (a keychain call can
+        // take up to its 20 s deadline).
+        let due = self.unsaved.lock().as_mut().is_some_and(|(_, at)| {
+            let due = at.elapsed() >= Duration::from_secs(10);
+            if due {
+                *at = std::time::Instant::now();
+            }
+            due
+        });
         if due {
             let st = self.state.lock().await;
             self.persist(&st);
@@ -799,9 +812,8 @@ impl Agent {
         };
         let mut st = self.state.lock().await;
         st.upstreams.insert(p.upstream.clone(), login);
-        self.store
-            .save(&st)
-            .map_err(|e| failed(format!("cannot save the tokens: {e}")))?;
+        self.persisted(&st)
+            .map_err(|e| failed(format!("logged in, but the tokens are only in memory until the store can be written again (retried every 10 s): {e}")))?;
         drop(st);
         tracing::info!(upstream = %p.upstream, "logged in");
         self.changed.send_modify(|n| *n += 1);
@@ -813,8 +825,8 @@ impl Agent {
         let removed = {
             let mut st = self.state.lock().await;
             let removed = st.upstreams.remove(upstream);
-            self.store.save(&st).map_err(|e| AgentError::Internal {
-                message: e.to_string(),
+            self.persisted(&st).map_err(|e| AgentError::Internal {
+                message: format!("logged out here, but the store keeps the login until it can be written again (retried every 10 s): {e}"),
             })?;
             removed
         };

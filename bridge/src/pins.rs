@@ -316,10 +316,14 @@ impl Pins {
     /// Pending tools of an upstream (as recorded).
     pub fn pending(&self, upstream: &str) -> Vec<String> {
         match &self.state.lock().0 {
-            State::Loaded(known) => known
-                .get(upstream)
-                .map(|p| p.pending.keys().cloned().collect())
-                .unwrap_or_default(),
+            State::Loaded(known) => {
+                let mut names: Vec<String> = known
+                    .get(upstream)
+                    .map(|p| p.pending.keys().cloned().collect())
+                    .unwrap_or_default();
+                names.sort_unstable();
+                names
+            }
             State::Refused(_) => Vec::new(),
         }
     }

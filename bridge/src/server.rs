@@ -375,6 +375,13 @@ fn reply(
     let mut resp = if accepts(headers, "application/json") {
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     } else {
+        // An upstream's own text may hold a CR between tokens (never inside a string, where
+        // JSON escapes it), which SSE would read as a line end: it goes, changing nothing.
+        let body = if body.contains('\r') {
+            body.replace('\r', "")
+        } else {
+            body
+        };
         (sse_headers(), format!("event: message\ndata: {body}\n\n")).into_response()
     };
     if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {

@@ -386,6 +386,10 @@ pub(crate) fn dispatch_line(
 /// The id and result of a successful response to one of our requests (ids are integers),
 /// or `None` for anything else, which then takes the parsing path.
 fn plain_response(line: &[u8]) -> Option<(u64, &serde_json::value::RawValue)> {
+    // An object only: serde would also read the fields of a struct from an array.
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
     match serde_json::from_slice::<Head<'_>>(line).ok()? {
         Head {
             jsonrpc: Some("2.0"),
@@ -623,7 +627,7 @@ mod tests {
         );
         for other in [
             // an error, a request, a notification, a string id, no version, a duplicate key,
-            // a negative id, not JSON
+            // a negative id, an array, not JSON
             &br#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"x"}}"#[..],
             br#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#,
             br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#,
@@ -631,6 +635,7 @@ mod tests {
             br#"{"id":7,"result":{}}"#,
             br#"{"jsonrpc":"2.0","id":7,"result":{},"result":{}}"#,
             br#"{"jsonrpc":"2.0","id":-1,"result":{}}"#,
+            br#"["2.0",7,{}]"#,
             b"{ nope",
         ] {
             assert!(
