@@ -236,6 +236,8 @@ impl TokenStore {
                 }
                 let in_file = on_disk.keychain.is_none()
                     && !(on_disk.upstreams.is_empty() && on_disk.clients.is_empty());
+                // The file holds the note already, or will once the logins moved.
+                let noted = in_file || on_disk.keychain.is_some();
                 let state = if in_file {
                     // The file was the store in use, so its logins win; an item left from an
                     // earlier time in the keychain only fills the gaps.
@@ -265,7 +267,6 @@ impl TokenStore {
                 } else {
                     held.unwrap_or_else(State::empty)
                 };
-                let noted = on_disk_is_note(&file);
                 Ok((
                     Self::Keychain {
                         keychain,
@@ -304,10 +305,6 @@ impl TokenStore {
             Self::Keychain { keychain, .. } => keychain.describe(),
         }
     }
-}
-
-fn on_disk_is_note(file: &FileStore) -> bool {
-    file.load().is_ok_and(|s| s.keychain.is_some())
 }
 
 impl State {
